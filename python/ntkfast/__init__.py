@@ -1,0 +1,11 @@
+"""ntkfast: exact NNGP/CKN and neural tangent kernels of convolutional ReLU networks, fast.
+
+>>> import ntkfast as nf
+>>> k = nf.gram(X, arch=nf.presets.cntk(5, 'gap'))     # Kernels(nngp=(N, N), ntk=(N, N))
+"""
+from .arch import (Arch, AvgPool, Conv, Dense, Flatten, GaussianPool, GlobalAvgPool, Layer, ReLU,  # noqa: F401
+                   serial)
+from .inputs import Kernels  # noqa: F401
+from . import presets, reference  # noqa: F401
+
+__version__ = "0.1.0"
