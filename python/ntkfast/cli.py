@@ -1,0 +1,49 @@
+"""The ``ntkfast`` command line.
+
+Each subcommand lives beside the library code it drives: a module listed in ``_COMMAND_MODULES`` exposes
+``register_cli(subparsers)``, which adds its parser and sets ``func`` (called with the parsed args; its
+return value is the exit code). Modules keep heavy imports inside their functions so that ``--help`` is
+fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order here is the order in `ntkfast --help`.
+_COMMAND_MODULES = (
+    "ntkfast.commands",      # info, gram, bench
+)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="ntkfast",
+        description="Exact NNGP/CKN and neural tangent kernels of convolutional ReLU networks: Gram matrices, "
+                    "kernel ridge regression and the inductive-bias analyses around them.",
+        epilog="Run 'ntkfast COMMAND --help' for the options of one command.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register_cli(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, NotImplementedError, MemoryError, RuntimeError) as e:
+        print(f"ntkfast {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ntkfast {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
