@@ -9,3 +9,6 @@ from .inputs import Kernels  # noqa: F401
 from . import presets, reference  # noqa: F401
 
 __version__ = "0.1.0"
+
+from .gram import gram  # noqa: E402,F401
+from .config import show_config  # noqa: E402,F401

@@ -1,0 +1,533 @@
+// CPU backend. A batch of L pairs runs in lockstep: every state entry is a vector of L lanes (one pair
+// each), so the inner loops are fixed-length lane loops that the compiler vectorizes, whatever the plane
+// geometry. Between poolings each offset plane runs through all its layers in small buffers; pooling is
+// the only place where planes are gathered into the next stage's (smaller) state.
+#include "cpu/gram_cpu.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include "core/math.hpp"
+
+#ifdef NTKFAST_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace ntkfast {
+namespace cpu {
+
+int max_threads() {
+#ifdef NTKFAST_HAVE_OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+namespace {
+
+// Geometry of offset d along one axis of an n-position state: the positions u whose partner u + d exists.
+struct Span {
+  int start, len;
+};
+inline Span span(int n, int d, bool circular) {
+  if (circular) return {0, n};
+  return {d < 0 ? -d : 0, n - (d < 0 ? -d : d)};
+}
+
+// Floor division and modulo for possibly negative numerators.
+inline int floordiv(int a, int b) { return (a >= 0) ? a / b : -((-a + b - 1) / b); }
+inline int posmod(int a, int b) { int r = a % b; return r < 0 ? r + b : r; }
+
+// Planes of one stage stored by offset box (rect of each plane only).
+struct PlaneStore {
+  Range r;
+  int h = 0, w = 0;
+  std::vector<int64_t> off;  // entry offset of each plane, in units of lanes
+  int64_t total = 0;
+  int id(int dy, int dx) const { return (dy - r.y0) * (r.x1 - r.x0 + 1) + (dx - r.x0); }
+};
+
+PlaneStore make_store(const Range& r, int h, int w, bool circular) {
+  PlaneStore s;
+  s.r = r; s.h = h; s.w = w;
+  for (int dy = r.y0; dy <= r.y1; ++dy)
+    for (int dx = r.x0; dx <= r.x1; ++dx) {
+      s.off.push_back(s.total);
+      const int ly = span(h, dy, circular).len, lx = span(w, dx, circular).len;
+      s.total += static_cast<int64_t>(std::max(ly, 0)) * std::max(lx, 0);
+    }
+  return s;
+}
+
+// One pooling contribution along an axis: from offset d into next offset dn with tap products g[t].
+struct PoolCand {
+  int dn;
+  std::vector<double> g;  // g[t] = taps[t] * taps[t + delta]
+};
+
+std::vector<PoolCand> pool_candidates(const PoolAxis& p, int d, int lo, int hi, int n_next, bool circular) {
+  std::vector<PoolCand> out;
+  const int w = static_cast<int>(p.taps.size());
+  for (int delta = -(w - 1); delta <= w - 1; ++delta) {
+    if (posmod(d - delta, p.stride) != 0) continue;
+    int dn = floordiv(d - delta, p.stride);
+    if (circular) dn = posmod(dn, n_next);
+    if (dn < lo || dn > hi) continue;
+    PoolCand c{dn, std::vector<double>(w, 0.0)};
+    bool any = false;
+    for (int t = 0; t < w; ++t)
+      if (t + delta >= 0 && t + delta < w) { c.g[t] = p.taps[t] * p.taps[t + delta]; any = true; }
+    if (any) out.push_back(std::move(c));
+  }
+  return out;
+}
+
+template <class T, int L>
+class Engine {
+ public:
+  explicit Engine(const Program& P) : P_(P), tf_(P.circular ? 2 : 1) {
+    const size_t plane = static_cast<size_t>(P.max_plane) * L;
+    for (auto* b : {&s0_, &t0_, &s1_, &t1_, &hs_, &ht_}) b->assign(plane, T(0));
+    row_.assign(static_cast<size_t>(std::max(P.W, 1)) * 2 * L, T(0));
+    const size_t tiled = static_cast<size_t>(P.H) * P.W * tf_ * tf_;
+    if (P.spatial) {
+      img_x_.assign(tiled * P.C * L, T(0));
+      img_y_.assign(tiled * P.C * L, T(0));
+    }
+    for (size_t k = 0; k < P.diag_offset.size(); ++k) {
+      const size_t n = static_cast<size_t>(P.diag_h[k]) * P.diag_w[k] * tf_ * tf_ * L;
+      diag_x_.emplace_back(n, T(0));
+      diag_y_.emplace_back(n, T(0));
+    }
+    int64_t most = 0;
+    for (size_t s = 1; s < P.stages.size(); ++s) {
+      const Stage& st = P.stages[s];
+      stores_pair_.push_back(make_store(st.need_pair, st.h_in, st.w_in, P.circular));
+      stores_self_.push_back(make_store(st.need_self, st.h_in, st.w_in, P.circular));
+      most = std::max({most, stores_pair_.back().total, stores_self_.back().total});
+    }
+    for (auto* b : {&in_s_, &in_t_, &out_s_, &out_t_}) b->assign(static_cast<size_t>(most) * L, T(0));
+  }
+
+  // Runs `lanes` (<= L) pairs. Self mode: ys == xs and the ReLU norms come from the pairs' own d = 0
+  // planes, which are also written to self_out (one self-data vector per lane). Pair mode: the norms come
+  // from sx / sy (self data of each lane's x and y). Results: out_s / out_t (L values, lanes < `lanes`).
+  void run(int lanes, const T* const* xs, const T* const* ys, const T* const* sx, const T* const* sy,
+           bool self_mode, T* out_s, T* out_t, T* const* self_out) {
+    self_ = self_mode;
+    if (!P_.spatial) return run_vector(lanes, xs, ys, sx, sy, out_s, out_t, self_out);
+    load_images(lanes, xs, img_x_);
+    if (!self_) {
+      load_images(lanes, ys, img_y_);
+      load_diags(lanes, sx, diag_x_);
+      load_diags(lanes, sy, diag_y_);
+    }
+    for (int l = 0; l < L; ++l) acc_s_[l] = acc_t_[l] = 0.0;
+    const int ns = static_cast<int>(P_.stages.size());
+    for (int s = 0; s < ns; ++s) {
+      const Stage& st = P_.stages[s];
+      if (self_ && !st.self_active) break;
+      const Range& need = self_ ? st.need_self : st.need_pair;
+      if (st.has_pool) {
+        const PlaneStore& nxt = (self_ ? stores_self_ : stores_pair_)[s];
+        std::fill(out_s_.begin(), out_s_.begin() + nxt.total * L, T(0));
+        std::fill(out_t_.begin(), out_t_.begin() + nxt.total * L, T(0));
+      }
+      // d = 0 first: in self mode it records the diagonals that the other planes' ReLUs read.
+      if (need.y0 <= 0 && 0 <= need.y1 && need.x0 <= 0 && 0 <= need.x1) plane(s, 0, 0);
+      for (int dy = need.y0; dy <= need.y1; ++dy)
+        for (int dx = need.x0; dx <= need.x1; ++dx)
+          if (dy != 0 || dx != 0) plane(s, dy, dx);
+      if (st.has_pool) {
+        std::swap(in_s_, out_s_);
+        std::swap(in_t_, out_t_);
+      }
+    }
+    const Stage& last = P_.stages.back();
+    const double den = P_.readout == Readout::Gap
+                           ? static_cast<double>(last.h_out) * last.w_out * last.h_out * last.w_out
+                           : static_cast<double>(last.h_out) * last.w_out;
+    for (int l = 0; l < lanes; ++l) {
+      T s = static_cast<T>(acc_s_[l] / den), t = static_cast<T>(acc_t_[l] / den);
+      scalar_part(l, s, t, sx, sy, self_out);
+      out_s[l] = s;
+      out_t[l] = t;
+    }
+    if (self_)
+      for (int l = 0; l < lanes; ++l)
+        for (size_t k = 0; k < diag_x_.size(); ++k) {
+          const int h = P_.diag_h[k], w = P_.diag_w[k];
+          T* dst = self_out[l] + P_.diag_offset[k];
+          for (int y = 0; y < h; ++y)
+            for (int x = 0; x < w; ++x) dst[y * w + x] = diag_x_[k][(static_cast<size_t>(y) * tf_ * w + x) * L + l];
+        }
+  }
+
+ private:
+  void run_vector(int lanes, const T* const* xs, const T* const* ys, const T* const* sx, const T* const* sy,
+                  T* out_s, T* out_t, T* const* self_out) {
+    const int D = P_.C;
+    for (int l = 0; l < lanes; ++l) {
+      double acc = 0.0;
+      for (int k = 0; k < D; ++k) acc += static_cast<double>(xs[l][k]) * static_cast<double>(ys[l][k]);
+      T s = static_cast<T>(acc / D), t = T(0);
+      scalar_part(l, s, t, sx, sy, self_out);
+      out_s[l] = s;
+      out_t[l] = t;
+    }
+  }
+
+  void scalar_part(int l, T& s, T& t, const T* const* sx, const T* const* sy, T* const* self_out) {
+    for (const ScalarOp& op : P_.scalar) {
+      if (op.kind == ScalarOp::Dense) {
+        s = static_cast<T>(op.w2) * s + static_cast<T>(op.b2);
+        t = static_cast<T>(op.w2) * t + s;
+      } else {
+        T px, py;
+        if (self_) {
+          self_out[l][P_.scalar_offset + op.relu_slot] = s;
+          px = py = s;
+        } else {
+          px = sx[l][P_.scalar_offset + op.relu_slot];
+          py = sy[l][P_.scalar_offset + op.relu_slot];
+        }
+        relu_step(s, t, px, py);
+      }
+    }
+  }
+
+  // NHWC image of each lane -> [c][tiled position][lane]; unused lanes repeat lane 0.
+  void load_images(int lanes, const T* const* src, std::vector<T>& dst) {
+    const int H = P_.H, W = P_.W, C = P_.C, SW = tf_ * W;
+    const size_t plane = static_cast<size_t>(H) * W * tf_ * tf_;
+    for (int l = 0; l < L; ++l) {
+      const T* x = src[l < lanes ? l : 0];
+      for (int y = 0; y < H; ++y)
+        for (int xx = 0; xx < W; ++xx)
+          for (int c = 0; c < C; ++c) {
+            const T v = x[(static_cast<size_t>(y) * W + xx) * C + c];
+            for (int a = 0; a < tf_; ++a)
+              for (int b = 0; b < tf_; ++b)
+                dst[(c * plane + static_cast<size_t>(y + a * H) * SW + xx + b * W) * L + l] = v;
+          }
+    }
+  }
+
+  void load_diags(int lanes, const T* const* self, std::vector<std::vector<T>>& dst) {
+    for (size_t k = 0; k < dst.size(); ++k) {
+      const int h = P_.diag_h[k], w = P_.diag_w[k], SW = tf_ * w;
+      for (int l = 0; l < L; ++l) {
+        const T* src = self[l < lanes ? l : 0] + P_.diag_offset[k];
+        for (int y = 0; y < h; ++y)
+          for (int x = 0; x < w; ++x)
+            for (int a = 0; a < tf_; ++a)
+              for (int b = 0; b < tf_; ++b)
+                dst[k][(static_cast<size_t>(y + a * h) * SW + x + b * w) * L + l] = src[y * w + x];
+      }
+    }
+  }
+
+  // Runs plane (dy, dx) of stage s through its layers, then pools it into the next stage or reads it out.
+  void plane(int s, int dy, int dx) {
+    const Stage& st = P_.stages[s];
+    const bool circ = P_.circular;
+    int h = st.h_in, w = st.w_in;
+    Span sy = span(h, dy, circ), sx = span(w, dx, circ);
+    if (sy.len <= 0 || sx.len <= 0) return;
+    T* S = s0_.data();
+    T* Tt = t0_.data();
+    if (s == 0) {
+      cross_correlation(dy, dx, sy, sx, S, Tt);
+    } else {
+      const PlaneStore& in = (self_ ? stores_self_ : stores_pair_)[s - 1];
+      const size_t n = static_cast<size_t>(sy.len) * sx.len * L;
+      const size_t o = static_cast<size_t>(in.off[in.id(dy, dx)]) * L;
+      std::memcpy(S, in_s_.data() + o, n * sizeof(T));
+      std::memcpy(Tt, in_t_.data() + o, n * sizeof(T));
+    }
+    for (const LayerOp& op : st.ops) {
+      if (op.kind == LayerOp::Conv) {
+        const Span oy = span(op.h_out, dy, circ), ox = span(op.w_out, dx, circ);
+        if (oy.len <= 0 || ox.len <= 0) return;  // the plane leaves the state: it contributes nothing
+        T* S2 = (S == s0_.data()) ? s1_.data() : s0_.data();
+        T* T2 = (Tt == t0_.data()) ? t1_.data() : t0_.data();
+        conv(op, sy.len, sx.len, oy.len, ox.len, S, Tt, S2, T2);
+        S = S2; Tt = T2; sy = oy; sx = ox; h = op.h_out; w = op.w_out;
+      } else {
+        relu(op, dy, dx, sy, sx, S, Tt);
+      }
+    }
+    if (st.has_pool) {
+      pool(s, dy, dx, sy, sx, S, Tt);
+    } else if (P_.readout == Readout::Gap || (dy == 0 && dx == 0)) {
+      const size_t n = static_cast<size_t>(sy.len) * sx.len;
+      double as[L] = {}, at[L] = {};
+      for (size_t e = 0; e < n; ++e)
+        for (int l = 0; l < L; ++l) {
+          as[l] += static_cast<double>(S[e * L + l]);
+          at[l] += static_cast<double>(Tt[e * L + l]);
+        }
+      for (int l = 0; l < L; ++l) { acc_s_[l] += as[l]; acc_t_[l] += at[l]; }
+    }
+  }
+
+  // First layer: S[u, u+d] = <x[u], y[u+d]> / C over channels; T = 0.
+  void cross_correlation(int dy, int dx, Span sy, Span sx, T* S, T* Tt) {
+    const int C = P_.C, SW = tf_ * P_.W;
+    const size_t plane = static_cast<size_t>(P_.H) * P_.W * tf_ * tf_;
+    const T* yimg = self_ ? img_x_.data() : img_y_.data();
+    const T invC = T(1) / static_cast<T>(C);
+    const size_t n = static_cast<size_t>(sy.len) * sx.len * L;
+    std::fill(S, S + n, T(0));
+    std::fill(Tt, Tt + n, T(0));
+    for (int c = 0; c < C; ++c)
+      for (int i = 0; i < sy.len; ++i) {
+        const T* a = img_x_.data() + (c * plane + static_cast<size_t>(sy.start + i) * SW + sx.start) * L;
+        const T* b = yimg + (c * plane + static_cast<size_t>(sy.start + i + dy) * SW + sx.start + dx) * L;
+        T* o = S + static_cast<size_t>(i) * sx.len * L;
+        for (int j = 0; j < sx.len * L; ++j) o[j] += a[j] * b[j];
+      }
+    if (C > 1)
+      for (size_t e = 0; e < n; ++e) S[e] *= invC;
+  }
+
+  // Box sum of a kx by ky window (separable), zero outside the plane (or wrapping when circular).
+  void conv(const LayerOp& op, int ly, int lx, int loy, int lox, const T* S, const T* Tt, T* S2, T* T2) {
+    const bool circ = P_.circular;
+    T* hs = hs_.data();
+    T* ht = ht_.data();
+    // Horizontal: hs[i][j] = sum_b S[i][j + b - pad_x].
+    for (int i = 0; i < ly; ++i)
+      for (int j = 0; j < lox; ++j) {
+        T as[L] = {}, at[L] = {};
+        for (int b = 0; b < op.kx; ++b) {
+          int c = j + b - op.pad_x;
+          if (circ) c = c < 0 ? c + lx : (c >= lx ? c - lx : c);
+          else if (c < 0 || c >= lx) continue;
+          const T* ps = S + (static_cast<size_t>(i) * lx + c) * L;
+          const T* pt = Tt + (static_cast<size_t>(i) * lx + c) * L;
+          for (int l = 0; l < L; ++l) { as[l] += ps[l]; at[l] += pt[l]; }
+        }
+        T* qs = hs + (static_cast<size_t>(i) * lox + j) * L;
+        T* qt = ht + (static_cast<size_t>(i) * lox + j) * L;
+        for (int l = 0; l < L; ++l) { qs[l] = as[l]; qt[l] = at[l]; }
+      }
+    // Vertical, then scale: S' = scale * box(S) + b^2, T' = scale * box(T) + S'.
+    const T scale = static_cast<T>(op.scale), bias2 = static_cast<T>(op.bias2);
+    for (int i = 0; i < loy; ++i) {
+      T* os = S2 + static_cast<size_t>(i) * lox * L;
+      T* ot = T2 + static_cast<size_t>(i) * lox * L;
+      for (int j = 0; j < lox * L; ++j) { os[j] = T(0); ot[j] = T(0); }
+      for (int a = 0; a < op.ky; ++a) {
+        int r = i + a - op.pad_y;
+        if (circ) r = r < 0 ? r + ly : (r >= ly ? r - ly : r);
+        else if (r < 0 || r >= ly) continue;
+        const T* ps = hs + static_cast<size_t>(r) * lox * L;
+        const T* pt = ht + static_cast<size_t>(r) * lox * L;
+        for (int j = 0; j < lox * L; ++j) { os[j] += ps[j]; ot[j] += pt[j]; }
+      }
+      for (int j = 0; j < lox * L; ++j) {
+        os[j] = scale * os[j] + bias2;
+        ot[j] = scale * ot[j] + os[j];
+      }
+    }
+  }
+
+  void relu(const LayerOp& op, int dy, int dx, Span sy, Span sx, T* S, T* Tt) {
+    const int SW = tf_ * op.w_in, H = op.h_in, W = op.w_in;
+    T* px_base = diag_x_[op.relu_slot].data();
+    const T* py_base = self_ ? diag_x_[op.relu_slot].data() : diag_y_[op.relu_slot].data();
+    if (self_ && dy == 0 && dx == 0) {  // record this layer's diagonal (pre-activation S at d = 0)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x)
+          for (int a = 0; a < tf_; ++a)
+            for (int b = 0; b < tf_; ++b) {
+              T* dst = px_base + (static_cast<size_t>(y + a * H) * SW + x + b * W) * L;
+              const T* src = S + (static_cast<size_t>(y) * W + x) * L;
+              for (int l = 0; l < L; ++l) dst[l] = src[l];
+            }
+    }
+    for (int i = 0; i < sy.len; ++i) {
+      const T* px = px_base + (static_cast<size_t>(sy.start + i) * SW + sx.start) * L;
+      const T* py = py_base + (static_cast<size_t>(sy.start + i + dy) * SW + sx.start + dx) * L;
+      T* ps = S + static_cast<size_t>(i) * sx.len * L;
+      T* pt = Tt + static_cast<size_t>(i) * sx.len * L;
+      for (int j = 0; j < sx.len * L; ++j) relu_step(ps[j], pt[j], px[j], py[j]);
+    }
+  }
+
+  // Adds plane d's contributions to every plane of the next stage that its pooling reaches.
+  void pool(int s, int dy, int dx, Span sy, Span sx, const T* S, const T* Tt) {
+    const Stage& st = P_.stages[s];
+    if (self_ && !P_.stages[s + 1].self_active) return;
+    const PlaneStore& nxt = (self_ ? stores_self_ : stores_pair_)[s];
+    const bool circ = P_.circular;
+    const PoolAxis &pyx = st.pool_y, &pxx = st.pool_x;
+    const auto cy = pool_candidates(pyx, dy, nxt.r.y0, nxt.r.y1, pyx.n_out, circ);
+    const auto cx = pool_candidates(pxx, dx, nxt.r.x0, nxt.r.x1, pxx.n_out, circ);
+    if (cy.empty() || cx.empty()) return;
+    const int wy = static_cast<int>(pyx.taps.size()), wx = static_cast<int>(pxx.taps.size());
+    T* rs = row_.data();
+    T* rt = row_.data() + static_cast<size_t>(P_.W) * L;
+    for (const PoolCand& a : cy) {
+      const Span jy = span(pyx.n_out, a.dn, circ);
+      for (int jl = 0; jl < jy.len; ++jl) {
+        const int j = jy.start + jl;
+        // Row combination along y: rs[x] = sum_t g[t] S[origin + stride j + t - start][x].
+        for (int e = 0; e < sx.len * L; ++e) { rs[e] = T(0); rt[e] = T(0); }
+        bool any = false;
+        for (int t = 0; t < wy; ++t) {
+          if (a.g[t] == 0.0) continue;
+          const int i = pyx.origin + pyx.stride * j + t - sy.start;
+          if (i < 0 || i >= sy.len) continue;
+          any = true;
+          const T g = static_cast<T>(a.g[t]);
+          const T* ps = S + static_cast<size_t>(i) * sx.len * L;
+          const T* pt = Tt + static_cast<size_t>(i) * sx.len * L;
+          for (int e = 0; e < sx.len * L; ++e) { rs[e] += g * ps[e]; rt[e] += g * pt[e]; }
+        }
+        if (!any) continue;
+        for (const PoolCand& b : cx) {
+          const Span jx = span(pxx.n_out, b.dn, circ);
+          const size_t o = static_cast<size_t>(nxt.off[nxt.id(a.dn, b.dn)]) * L;
+          T* qs = out_s_.data() + o + static_cast<size_t>(jl) * jx.len * L;
+          T* qt = out_t_.data() + o + static_cast<size_t>(jl) * jx.len * L;
+          for (int kl = 0; kl < jx.len; ++kl) {
+            const int k = jx.start + kl;
+            for (int t = 0; t < wx; ++t) {
+              if (b.g[t] == 0.0) continue;
+              const int c = pxx.origin + pxx.stride * k + t - sx.start;
+              if (c < 0 || c >= sx.len) continue;
+              const T g = static_cast<T>(b.g[t]);
+              for (int l = 0; l < L; ++l) {
+                qs[kl * L + l] += g * rs[c * L + l];
+                qt[kl * L + l] += g * rt[c * L + l];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  const Program& P_;
+  const int tf_;  // 2 when circular: images and diagonals are stored tiled 2x2 so partners never wrap
+  bool self_ = false;
+  std::vector<T> img_x_, img_y_;
+  std::vector<std::vector<T>> diag_x_, diag_y_;
+  std::vector<T> s0_, t0_, s1_, t1_, hs_, ht_, row_;
+  std::vector<PlaneStore> stores_pair_, stores_self_;  // layout of stage s+1's input planes
+  std::vector<T> in_s_, in_t_, out_s_, out_t_;
+  double acc_s_[L], acc_t_[L];
+};
+
+template <class T>
+constexpr int lanes_for() { return 64 / static_cast<int>(sizeof(T)); }  // one 512-bit vector
+
+template <class Body>
+void parallel_batches(int64_t n_batches, int threads, Body&& body_factory) {
+  std::exception_ptr err = nullptr;
+  const int nt = threads > 0 ? threads : max_threads();
+#ifdef NTKFAST_HAVE_OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+  {
+    try {
+      auto body = body_factory();
+#ifdef NTKFAST_HAVE_OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+      for (int64_t b = 0; b < n_batches; ++b) {
+        try {
+          body(b);
+        } catch (...) {
+#ifdef NTKFAST_HAVE_OPENMP
+#pragma omp critical(ntkfast_err)
+#endif
+          if (!err) err = std::current_exception();
+        }
+      }
+    } catch (...) {
+#ifdef NTKFAST_HAVE_OPENMP
+#pragma omp critical(ntkfast_err)
+#endif
+      if (!err) err = std::current_exception();
+    }
+  }
+  (void)nt;
+  if (err) std::rethrow_exception(err);
+}
+
+}  // namespace
+
+template <class T>
+void self_data(const Program& P, const T* X, int64_t n, T* out, int threads) {
+  constexpr int L = lanes_for<T>();
+  const int64_t isz = P.input_size();
+  const int64_t ssz = P.self_size;
+  const int64_t nb = (n + L - 1) / L;
+  parallel_batches(nb, threads, [&]() {
+    return [&, eng = std::make_shared<Engine<T, L>>(P), scratch = std::vector<T>(static_cast<size_t>(ssz + 1) * L)](
+               int64_t b) mutable {
+      const int lanes = static_cast<int>(std::min<int64_t>(L, n - b * L));
+      const T* xs[L];
+      T* so[L];
+      T os[L], ot[L];
+      for (int l = 0; l < L; ++l) {
+        xs[l] = X + (b * L + std::min(l, lanes - 1)) * isz;
+        so[l] = l < lanes ? out + (b * L + l) * ssz : scratch.data() + static_cast<size_t>(l) * (ssz + 1);
+      }
+      eng->run(lanes, xs, xs, nullptr, nullptr, true, os, ot, so);
+    };
+  });
+}
+
+template <class T>
+void gram_tile(const Program& P, const T* X, int64_t nx, const T* Y, int64_t ny, const T* self_x,
+               const T* self_y, bool symmetric, T* nngp, T* ntk, int threads) {
+  constexpr int L = lanes_for<T>();
+  if (symmetric && (nx != ny)) throw std::invalid_argument("symmetric tile must be square");
+  std::vector<std::pair<int32_t, int32_t>> pairs;
+  pairs.reserve(symmetric ? nx * (nx + 1) / 2 : nx * ny);
+  for (int64_t i = 0; i < nx; ++i)
+    for (int64_t j = symmetric ? i : 0; j < ny; ++j) pairs.emplace_back(static_cast<int32_t>(i), static_cast<int32_t>(j));
+  const int64_t np = static_cast<int64_t>(pairs.size());
+  const int64_t isz = P.input_size(), ssz = P.self_size;
+  parallel_batches((np + L - 1) / L, threads, [&]() {
+    return [&, eng = std::make_shared<Engine<T, L>>(P)](int64_t b) {
+      const int lanes = static_cast<int>(std::min<int64_t>(L, np - b * L));
+      const T *xs[L], *ys[L], *sx[L], *sy[L];
+      T os[L], ot[L];
+      for (int l = 0; l < L; ++l) {
+        const auto& pr = pairs[b * L + std::min(l, lanes - 1)];
+        xs[l] = X + pr.first * isz;
+        ys[l] = Y + pr.second * isz;
+        sx[l] = self_x + pr.first * ssz;
+        sy[l] = self_y + pr.second * ssz;
+      }
+      eng->run(lanes, xs, ys, sx, sy, false, os, ot, nullptr);
+      for (int l = 0; l < lanes; ++l) {
+        const auto& pr = pairs[b * L + l];
+        const int64_t a = pr.first * ny + pr.second, m = pr.second * ny + pr.first;
+        if (nngp) { nngp[a] = os[l]; if (symmetric) nngp[m] = os[l]; }
+        if (ntk) { ntk[a] = ot[l]; if (symmetric) ntk[m] = ot[l]; }
+      }
+    };
+  });
+}
+
+template void self_data<float>(const Program&, const float*, int64_t, float*, int);
+template void self_data<double>(const Program&, const double*, int64_t, double*, int);
+template void gram_tile<float>(const Program&, const float*, int64_t, const float*, int64_t, const float*,
+                               const float*, bool, float*, float*, int);
+template void gram_tile<double>(const Program&, const double*, int64_t, const double*, int64_t,
+                                const double*, const double*, bool, double*, double*, int);
+
+}  // namespace cpu
+}  // namespace ntkfast
