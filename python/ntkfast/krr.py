@@ -237,7 +237,8 @@ class GramEigen:
     def __init__(self, K, *, device="auto"):
         K, eps = _check_gram(K)
         xp, K, self._cupy_out = _backend(K, device)
-        self.xp, self.eps, self.n, self.dtype = xp, eps, int(K.shape[0]), np.dtype(K.dtype)
+        self._gpu = xp is not np
+        self.eps, self.n, self.dtype = eps, int(K.shape[0]), np.dtype(K.dtype)
         K = xp.asarray(K, dtype=xp.float64)
         _check_finite(K, "K", xp)
         amax = float(xp.abs(K).max())
@@ -269,6 +270,14 @@ class GramEigen:
                 IndefiniteGramWarning, stacklevel=2)
         self.w = xp.maximum(w, 0.0)
         self.V = V
+
+    @property
+    def xp(self):
+        """The array module of the factorization: numpy, or cupy on a GPU."""
+        if self._gpu:
+            import cupy
+            return cupy
+        return np
 
     # -- helpers -------------------------------------------------------------------------------------------
 
