@@ -76,7 +76,8 @@ def check_inputs(arch, X, Y=None, *, dtype=np.float64):
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             raise ValueError(f"{name} must be finite; got {bad} NaN/Inf entries")
-        out.append(np.ascontiguousarray(arr, dtype=dtype))
+        with np.errstate(over="ignore"):  # overflow of the cast is reported by gram() as a clear error
+            out.append(np.ascontiguousarray(arr, dtype=dtype))
     X, Y = out
     if Y is not None and Y.shape[1:] != X.shape[1:]:
         raise ValueError(f"X and Y must agree in every axis but the first; got X {X.shape} and Y {Y.shape}")

@@ -1,0 +1,97 @@
+"""Bad input gets a clear error before any heavy work: which argument, what was expected, what was given."""
+import numpy as np
+import pytest
+
+import ntkfast as nf
+from ntkfast import AvgPool, Conv, Dense, Flatten, GaussianPool, GlobalAvgPool, ReLU, serial
+
+GAP = nf.presets.cntk(2, "gap")
+X = np.random.default_rng(0).standard_normal((3, 8, 8, 1))
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: Conv(0), ValueError, r"Conv: k must be >= 1; got 0"),
+    (lambda: Conv(2.5), TypeError, r"Conv: k must be an int or a pair of ints; got 2.5"),
+    (lambda: Conv(3, W_std=-1.0), ValueError, r"Conv: W_std must be a finite number > 0; got -1.0"),
+    (lambda: Conv(3, b_std=float("nan")), ValueError, r"Conv: b_std must be a finite number >= 0; got nan"),
+    (lambda: Conv(3, padding="REFLECT"), ValueError, r"Conv: padding must be one of .*; got 'REFLECT'"),
+    (lambda: AvgPool(2, stride=0), ValueError, r"AvgPool: stride must be >= 1; got 0"),
+    (lambda: AvgPool(2, padding="CIRCULAR"), ValueError, r"AvgPool: padding must be 'SAME' or 'VALID'"),
+    (lambda: GaussianPool(0), ValueError, r"GaussianPool: stride must be an int >= 1; got 0"),
+    (lambda: GaussianPool(2, sigma=0), ValueError, r"GaussianPool: sigma must be a finite number > 0; got 0"),
+    (lambda: Dense(W_std="a"), TypeError, r"Dense: W_std must be a real number; got 'a'"),
+    (lambda: serial(), ValueError, r"serial: expected at least one layer; got none"),
+    (lambda: serial(Conv(3), "relu"), TypeError, r"serial: layer 1 must be an ntkfast layer .*; got 'relu'"),
+    (lambda: serial(Conv(3), ReLU(), Dense()), ValueError, r"needs a readout .*; got none"),
+    (lambda: serial(Conv(3), GlobalAvgPool(), Flatten()), ValueError, r"exactly one readout; got 2"),
+    (lambda: serial(Conv(3), GlobalAvgPool(), Conv(3)), ValueError, r"layer 2 \(Conv\) is spatial but comes after"),
+    (lambda: serial(Conv(3), Dense(), GlobalAvgPool()), ValueError, r"layer 1 \(Dense\) comes before the readout"),
+    (lambda: nf.presets.cntk(0), ValueError, r"cntk: depth must be >= 1; got 0"),
+    (lambda: nf.presets.cntk(3, "max"), ValueError, r"readout must be 'gap' or 'flatten'; got 'max'"),
+    (lambda: nf.presets.myrtle(6), ValueError, r"myrtle: depth must be one of \[5, 7, 10\]; got 6"),
+    (lambda: nf.presets.by_name("resnet"), ValueError, r"unknown architecture name 'resnet'"),
+])
+def test_layer_and_arch_errors(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+@pytest.mark.parametrize("arch, shape, match", [
+    (serial(*[Conv(3, padding="VALID"), ReLU()] * 4, Flatten(), Dense()), (7, 7, 1),
+     r"layer 6 \(Conv\): a 3x3 VALID convolution does not fit the 1x1 state there; the net is too deep"),
+    (nf.presets.myrtle(5), (28, 28, 1), r"layer \d+ \(AvgPool\): pooling the 1x1 state .* pooled too much"),
+    (nf.presets.bietti_mairal(), (8, 8, 1), r"\(GaussianPool\): pooling the 3x3 state there leaves 0x0"),
+])
+def test_arch_does_not_fit_image(arch, shape, match):
+    Xs = np.zeros((2,) + shape)
+    for fn in (lambda: nf.gram(Xs, arch=arch, device="cpu"), lambda: nf.reference.gram(Xs, arch=arch)):
+        with pytest.raises(ValueError, match=match):
+            fn()
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(X=X[0]), ValueError, r"X must have shape \(N, H, W, C\) .*; got shape \(8, 8, 1\)"),
+    (dict(X=X[..., 0]), ValueError, r"X must have shape \(N, H, W, C\) .*; got shape \(3, 8, 8\)"),
+    (dict(X=X[:0]), ValueError, r"X must be non-empty with shape \(N, H, W, C\); got shape \(0, 8, 8, 1\)"),
+    (dict(X=X, Y=X[:, :7]), ValueError, r"X and Y must agree in every axis but the first; got X \(3, 8, 8, 1\) and Y \(3, 7, 8, 1\)"),
+    (dict(X=np.where(X > 1, np.nan, X)), ValueError, r"X must be finite; got \d+ NaN/Inf entries"),
+    (dict(X=X, Y=np.full_like(X, np.inf)), ValueError, r"Y must be finite; got 192 NaN/Inf entries"),
+    (dict(X=X.astype(complex)), TypeError, r"X must have a real numeric dtype .*; got dtype complex128"),
+    (dict(X=X > 0), TypeError, r"X must have a real numeric dtype .*; got dtype bool"),
+    (dict(X=np.array([["a"]])), TypeError, r"X must have a real numeric dtype"),
+    (dict(X=X * 1e300), ValueError, r"X overflows float32"),
+    (dict(X=X, kind="cntk"), ValueError, r"kind must be None \(both\), 'nngp' or 'ntk'; got 'cntk'"),
+    (dict(X=X, dtype="float16"), TypeError, r"dtype must be 'float32' or 'float64'; got 'float16'"),
+    (dict(X=X, device="tpu"), ValueError, r"device must be 'auto', 'cpu' or 'cuda'; got 'tpu'"),
+    (dict(X=X, tile=0), ValueError, r"tile must be a positive int .*; got 0"),
+    (dict(X=X, arch="gap5"), TypeError, r"arch must be an ntkfast architecture .*; got str"),
+    (dict(X=X, out=np.zeros((2, 2))), TypeError, r"out must be ntkfast.Kernels"),
+    (dict(X=X, kind="ntk", out=np.zeros((2, 2))), ValueError, r"out \(ntk\) must have shape \(3, 3\); got \(2, 2\)"),
+])
+def test_gram_input_errors(kwargs, exc, match):
+    kwargs = dict(kwargs)
+    kwargs.setdefault("arch", GAP)
+    Xa = kwargs.pop("X")
+    Ya = kwargs.pop("Y", None)
+    with pytest.raises(exc, match=match):
+        nf.gram(Xa, Ya, **kwargs)
+
+
+def test_fc_rank_error():
+    with pytest.raises(ValueError, match=r"X must have shape \(N, D\) for this fully-connected arch; got shape \(3, 8, 8, 1\)"):
+        nf.gram(X, arch=nf.presets.fc(2))
+
+
+def test_cuda_request_without_gpu_says_why(monkeypatch):
+    monkeypatch.setenv("NTKFAST_DISABLE_CUDA", "1")
+    with pytest.raises(RuntimeError, match=r"device='cuda' requested but no GPU is usable: disabled by"):
+        nf.gram(X, arch=GAP, device="cuda")
+    k = nf.gram(X, arch=GAP, device="auto")  # auto falls back to the CPU
+    assert k.ntk.shape == (3, 3)
+
+
+def test_circular_pooling_unsupported_by_backends_is_clear():
+    arch = serial(Conv(3, padding="CIRCULAR"), ReLU(), GaussianPool(2), Flatten(), Dense())
+    with pytest.raises(NotImplementedError, match="use ntkfast.reference for this net"):
+        nf.gram(np.ones((2, 8, 8, 1)), arch=arch, device="cpu")
+    assert np.isfinite(nf.reference.gram(np.ones((2, 8, 8, 1)), arch=arch).ntk).all()
