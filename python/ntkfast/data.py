@@ -12,9 +12,11 @@ import struct
 
 import numpy as np
 
-__all__ = ["load_idx", "load_mnist", "load_npz", "load_default", "load", "normalize", "DEFAULT_NAME"]
+__all__ = ["load_idx", "load_mnist", "load_npz", "load_default", "load", "normalize", "split", "pad",
+           "DEFAULT_NAME", "NORMALIZATIONS"]
 
 DEFAULT_NAME = "digits"
+NORMALIZATIONS = ("none", "center_scale", "zca")
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -25,7 +27,11 @@ def _open(path):
 
 
 def load_idx(path):
-    """Read one IDX file (gzipped or not) into a numpy array of its stored shape and dtype."""
+    """Read one IDX file (gzipped or not, detected from its first bytes) into a numpy array.
+
+    Returns an array of the stored shape and dtype (uint8, int8, int16, int32, float32 or float64, in
+    native byte order). Raises FileNotFoundError, or ValueError for a bad magic number or truncated data.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"IDX file not found: {path}")
@@ -34,7 +40,10 @@ def load_idx(path):
         if len(head) != 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
             raise ValueError(f"{path}: not an IDX file (bad magic number {head!r})")
         ndim = head[3]
-        dims = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
+        raw = f.read(4 * ndim)
+        if len(raw) != 4 * ndim:
+            raise ValueError(f"{path}: truncated IDX header (expected {ndim} dimension sizes)")
+        dims = struct.unpack(">" + "I" * ndim, raw)
         dt = np.dtype(_IDX_TYPES[head[2]])
         count = int(np.prod(dims)) if dims else 1
         buf = f.read(count * dt.itemsize)
@@ -53,11 +62,15 @@ def _find(directory, stems):
 
 
 def load_mnist(directory, split="t10k"):
-    """Load an MNIST-like directory of IDX files: ``{split}-images-idx3-ubyte[.gz]`` and labels.
+    """Load an MNIST-like directory of IDX files: ``{split}-images-idx3-ubyte[.gz]`` and
+    ``{split}-labels-idx1-ubyte[.gz]`` (``split`` is 't10k' (default) or 'train'; the dotted names
+    ``{split}-images.idx3-ubyte`` are accepted too).
 
-    Returns (images float64 (N, 28, 28, 1) scaled to [0, 1], labels int64 (N,)).
+    Returns (images float64 (N, H, W, 1) scaled to [0, 1] (uint8 / 255), labels int64 (N,)).
     """
     directory = os.fspath(directory)
+    if not isinstance(split, str) or not split:
+        raise ValueError(f"split must be a file prefix such as 't10k' or 'train'; got {split!r}")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"data directory not found: {directory}")
     ip = _find(directory, [f"{split}-images-idx3-ubyte", f"{split}-images.idx3-ubyte"])
@@ -67,8 +80,10 @@ def load_mnist(directory, split="t10k"):
                                 f"{split}-labels-idx1-ubyte[.gz]")
     images, labels = load_idx(ip), load_idx(lp)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(f"{directory}: images {images.shape} and labels {labels.shape} do not match")
-    return images[..., None].astype(np.float64) / 255.0, labels.astype(np.int64)
+        raise ValueError(f"{directory}: expected images (N, H, W) and labels (N,); got images {images.shape} "
+                         f"and labels {labels.shape}")
+    scale = 255.0 if images.dtype == np.uint8 else 1.0
+    return images[..., None].astype(np.float64) / scale, labels.astype(np.int64)
 
 
 def load_npz(path):
@@ -76,7 +91,7 @@ def load_npz(path):
     labels None). Images of shape (N, H, W) get a channel axis."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file not found: {path}")
+        raise FileNotFoundError(f"data source not found: {path}")
     if path.endswith(".npy"):
         X, y = np.load(path, allow_pickle=False), None
     else:
@@ -119,33 +134,103 @@ def load(source=None, split="t10k"):
 
 
 def normalize(X, method="center_scale", eps=1e-12, zca_reg=0.1, zca_fit=None):
-    """Normalize images ``(N, H, W, C)``.
+    """Normalize images ``(N, H, W, C)`` (or vectors ``(N, D)``); returns float64 of the same shape.
 
-    method: 'none'; 'center_scale' (per image: subtract its mean, divide by its norm times sqrt(HWC),
-    as in the CNTK literature; a constant image becomes 0); 'zca' (per-image centering and scaling, then
-    ZCA whitening with regularization ``zca_reg`` times the mean eigenvalue, fitted on ``zca_fit`` or X).
-    Returns float64 of the same shape.
+    method : 'none' (a float64 copy); 'center_scale' (default; per image: subtract its mean, divide by its
+        norm and multiply by sqrt(H W C), so every image has mean 0 and mean square 1, as in the CNTK
+        literature; a constant image becomes 0); 'zca' (per-image centering and scaling, then ZCA whitening
+        ``(x - mu) V diag((w + zca_reg mean(w))^-1/2) V^T`` from the eigendecomposition of the pixel
+        covariance, fitted on ``zca_fit`` (e.g. the training set, when X is a test set) or on X).
+    eps : float, norms below it count as 0 (default 1e-12).
+    zca_reg : float >= 0, ZCA regularization relative to the mean eigenvalue (default 0.1); with 0,
+        directions of zero variance are dropped (mapped to 0) rather than divided by 0.
+    zca_fit : None or images (M, H, W, C) of X's per-image shape.
     """
-    X = np.asarray(X, dtype=np.float64)
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"method must be 'none', 'center_scale' or 'zca'; got {method!r}")
+    X = _check_images(X, "X")
     if method == "none":
         return X.copy()
-    if method not in ("center_scale", "zca"):
-        raise ValueError(f"method must be 'none', 'center_scale' or 'zca'; got {method!r}")
+    if not (np.isscalar(zca_reg) and np.isfinite(zca_reg) and zca_reg >= 0):
+        raise ValueError(f"zca_reg must be a finite float >= 0; got {zca_reg!r}")
+    if zca_fit is not None:
+        zca_fit = _check_images(zca_fit, "zca_fit")
+        if zca_fit.shape[1:] != X.shape[1:]:
+            raise ValueError(f"zca_fit must have X's per-image shape {X.shape[1:]}; got {zca_fit.shape}")
 
     def cs(A):
         flat = A.reshape(len(A), -1)
+        orig = np.linalg.norm(flat, axis=1, keepdims=True)
         flat = flat - flat.mean(axis=1, keepdims=True)
         nrm = np.linalg.norm(flat, axis=1, keepdims=True)
-        return (flat / np.maximum(nrm, eps) * np.sqrt(flat.shape[1])).reshape(A.shape)
+        # a constant image leaves only rounding after centering: it becomes exactly 0
+        zero = nrm <= eps * np.maximum(orig, 1.0)
+        out = flat / np.where(zero, 1.0, nrm) * np.sqrt(flat.shape[1])
+        return np.where(zero, 0.0, out).reshape(A.shape)
 
     Xn = cs(X)
     if method == "center_scale":
         return Xn
-    F = cs(np.asarray(zca_fit, dtype=np.float64)) if zca_fit is not None else Xn
+    F = cs(zca_fit) if zca_fit is not None else Xn
     flat = F.reshape(len(F), -1)
     mu = flat.mean(axis=0)
     cov = np.cov(flat - mu, rowvar=False, bias=True)
     w, V = np.linalg.eigh(cov)
-    w = np.maximum(w, 0.0)
-    W = (V / np.sqrt(w + zca_reg * w.mean())) @ V.T
+    # directions of (numerically) zero variance (per-image centering always makes one) are dropped when
+    # zca_reg is 0 instead of being divided by 0
+    keep = w > len(w) * np.finfo(np.float64).eps * max(w.max(), 0.0)
+    d = np.where(keep, w, 0.0) + zca_reg * np.maximum(w, 0.0).mean()
+    inv = np.where(d > 0, 1.0 / np.sqrt(np.where(d > 0, d, 1.0)), 0.0)
+    W = (V * inv) @ V.T
     return ((Xn.reshape(len(Xn), -1) - mu) @ W).reshape(X.shape)
+
+
+def _check_images(X, name):
+    try:
+        A = np.asarray(X)
+    except Exception as e:
+        raise TypeError(f"{name} must be a numeric array (N, H, W, C) or (N, D); could not convert: {e}") from None
+    if A.dtype == bool or A.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real numeric array (N, H, W, C) or (N, D); got dtype {A.dtype}")
+    if A.ndim < 2 or 0 in A.shape:
+        raise ValueError(f"{name} must be a non-empty array (N, H, W, C) or (N, D); got shape {A.shape}")
+    A = A.astype(np.float64)
+    if not np.isfinite(A).all():
+        raise ValueError(f"{name} must be finite; got {int((~np.isfinite(A)).sum())} NaN/Inf entries")
+    return A
+
+
+def split(X, y, train=None, test=None):
+    """Deterministic split of one set: the first ``train`` items train, the last ``test`` items test.
+
+    X : (N, ...) array; y : (N,) labels or None. train, test : ints >= 1 with train + test <= N (default:
+    test = N // 4 rounded down, at least 1, and train = N - test). The same split as the MNIST README's
+    "first 8000 / last 2000". Returns (X_train, y_train, X_test, y_test) (y parts None if y is None).
+    """
+    n = len(X)
+    if y is not None and len(y) != n:
+        raise ValueError(f"y must have one label per item of X (N = {n}); got {len(y)} labels")
+    for name, v in (("train", train), ("test", test)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise ValueError(f"{name} must be a positive int (number of items) or None; got {v!r}")
+    if test is None:
+        test = max(1, n // 4) if train is None else n - train
+    if train is None:
+        train = n - test
+    if train < 1 or test < 1 or train + test > n:
+        raise ValueError(f"train + test must be <= the {n} items available, each >= 1; got train = {train}, "
+                         f"test = {test}")
+    ys = (None, None) if y is None else (y[:train], y[n - test:])
+    return X[:train], ys[0], X[n - test:], ys[1]
+
+
+def pad(X, size):
+    """Zero-pad images (N, H, W, C) symmetrically to (N, size, size, C) (e.g. 28x28 MNIST to 32x32 for
+    myrtle); the extra row/column of an odd difference goes to the bottom/right. Returns float64."""
+    X = _check_images(X, "X")
+    if X.ndim != 4:
+        raise ValueError(f"X must be images (N, H, W, C) to pad; got shape {X.shape}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < max(X.shape[1:3]):
+        raise ValueError(f"size must be an int >= the image side {max(X.shape[1:3])}; got {size!r}")
+    dh, dw = size - X.shape[1], size - X.shape[2]
+    return np.pad(X, ((0, 0), (dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2), (0, 0)))
