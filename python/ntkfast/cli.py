@@ -14,6 +14,7 @@ import sys
 # Order here is the order in `ntkfast --help`.
 _COMMAND_MODULES = (
     "ntkfast.commands",      # info, gram, bench
+    "ntkfast.krr",           # krr
 )
 
 

@@ -333,7 +333,7 @@ class GramEigen:
         lam = xp.asarray(r * self.scale)
         c = self.V.T @ Yx                                      # (N, T)
         inv = 1.0 / (self.w[None, :] + lam[:, None])            # (R, N)
-        alpha = xp.einsum("ij,rjt->rit", self.V, inv[:, :, None] * c[None])
+        alpha = xp.matmul(self.V, inv[:, :, None] * c[None])
         if one_d:
             alpha = alpha[..., 0]
         return self._out(alpha[0] if scalar else alpha)
@@ -353,7 +353,7 @@ class GramEigen:
         lam = xp.asarray(r * self.scale)
         c = self.V.T @ Yx
         inv = 1.0 / (self.w[None, :] + lam[:, None])                     # (R, N)
-        alpha = xp.einsum("ij,rjt->rit", self.V, inv[:, :, None] * c[None])  # (R, N, T)
+        alpha = xp.matmul(self.V, inv[:, :, None] * c[None])  # (R, N, T)
         hdiag = (self.V * self.V) @ inv.T                                 # (N, R): diag of H^-1 per ridge
         pred = Yx[None] - alpha / hdiag.T[:, :, None]
         if one_d:
@@ -406,7 +406,7 @@ def kfold_predictions(K, Y, ridge, *, folds=5, random_state=0, device="auto"):
         eig = GramEigen(K[np.ix_(tr, tr)], device=device)
         # the same absolute ridge (relative to the full Gram's tr(K)/N) in every fold
         alpha = _to_numpy(eig.solve(Y2[tr], r * (scale / eig.scale), check=False))   # (R, Ntr, T)
-        pred[:, val] = np.einsum("vj,rjt->rvt", np.asarray(K[np.ix_(val, tr)], dtype=np.float64), alpha)
+        pred[:, val] = np.matmul(np.asarray(K[np.ix_(val, tr)], dtype=np.float64), alpha)
     if one_d:
         pred = pred[..., 0]
     return pred[0] if scalar else pred
@@ -511,3 +511,176 @@ class KRR:
         _check_finite(K_test, "K_test", xp)
         alpha = xp.asarray(self.alpha_) if xp is not np else _to_numpy(self.alpha_)
         return K_test @ alpha
+
+
+# ----------------------------------------------------------------------------------------------------------
+# command line: ntkfast krr
+
+_DEFAULT_ARCH = "gap5"
+_DIGITS_TEST = 500          # embedded digits: the last 500 are the test set, the first 1297 train
+
+
+def register_cli(sub):
+    """Add the ``krr`` subcommand to an argparse subparsers object (see :mod:`ntkfast.cli`)."""
+    import argparse
+
+    from .commands import add_compute_args, add_data_args
+    p = sub.add_parser(
+        "krr", help="kernel ridge regression: Gram, ridge by leave-one-out, test accuracy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Classify images by kernel ridge regression on one-hot labels with the NTK or NNGP/CKN of\n"
+                    "an architecture: compute the training Gram and the test-vs-train Gram, pick the ridge\n"
+                    "from a grid by closed-form leave-one-out accuracy, print accuracy and timings.\n\n"
+                    "Ridges are relative to the trace: K + ridge * tr(K)/N * I.\n"
+                    "With no options: gap5 NTK on the embedded 8x8 digits, train = first 1297, test = last 500.",
+        epilog="examples:\n"
+               "  ntkfast krr\n"
+               "  ntkfast krr --arch bietti_mairal --kind nngp --data ../shared/data/mnist --train 2000 --test 500\n"
+               "  ntkfast krr --arch myrtle5 --pad 32 --data mnist/ --ridge 1e-4,1e-3 --out pred.csv --progress")
+    add_data_args(p)
+    p.add_argument("--test-data", default=None,
+                   help="a separate test set (same forms as --data); default: split --data into train/test")
+    p.add_argument("--split", default="t10k", metavar="PREFIX",
+                   help="IDX file prefix read from directories, e.g. 't10k' (default) or 'train'")
+    p.add_argument("--train", type=int, default=None, metavar="N",
+                   help="training set: the first N items (default: all but the test set)")
+    p.add_argument("--test", type=int, default=None, metavar="M",
+                   help=f"test set: the last M items of --data, or the first M of --test-data (default: "
+                        f"{_DIGITS_TEST} for the embedded digits, a quarter of a given set, all of --test-data)")
+    p.add_argument("--arch", default=_DEFAULT_ARCH,
+                   help=f"preset name: gapN, flatN, myrtle5|7|10, bietti_mairal, fcN (default {_DEFAULT_ARCH})")
+    p.add_argument("--kind", choices=("ntk", "nngp"), default="ntk", help="kernel (default ntk)")
+    p.add_argument("--ridge", default=None, metavar="R[,R...]",
+                   help="relative ridge or comma-separated grid, selected by --cv (default "
+                        + ",".join(f"{r:g}" for r in DEFAULT_RIDGES) + ")")
+    p.add_argument("--cv", default="loo", metavar="loo|K",
+                   help="ridge selection: 'loo' (closed form, default) or K for K-fold")
+    p.add_argument("--pad", type=int, default=None, metavar="SIZE",
+                   help="zero-pad images to SIZE x SIZE (e.g. 32 for myrtle on 28x28 MNIST)")
+    p.add_argument("--out", default=None, help="write test predictions: .npy (labels) or .csv "
+                                               "(index,predicted[,label])")
+    add_compute_args(p)
+    p.set_defaults(func=_cli_krr)
+
+
+def _parse_ridges(text):
+    if text is None:
+        return np.array(DEFAULT_RIDGES)
+    try:
+        vals = [float(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--ridge must be a float or comma-separated floats >= 0; got {text!r}") from None
+    return _check_ridges(vals, "--ridge")[0]
+
+
+def _parse_cv(text):
+    if text == "loo":
+        return "loo"
+    try:
+        k = int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"--cv must be 'loo' or an int number of folds >= 2; got {text!r}") from None
+    if k < 2:
+        raise ValueError(f"--cv must be 'loo' or an int number of folds >= 2; got {k}")
+    return k
+
+
+def _cli_krr(args):
+    import time
+
+    from . import data as D
+    from .gram import gram, resolve_device
+    from .presets import by_name
+
+    # every check before any Gram
+    arch = by_name(args.arch)
+    ridges = _parse_ridges(args.ridge)
+    cv = _parse_cv(args.cv)
+    if args.out is not None and not args.out.endswith((".npy", ".csv")):
+        raise ValueError(f"--out must end with .npy or .csv; got {args.out!r}")
+    for name in ("train", "test"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name} must be >= 1; got {v}")
+    device = resolve_device(args.device)
+
+    def load(src):
+        return D.load(src) if src is None or src == D.DEFAULT_NAME or not _is_dir(src) else \
+            D.load_mnist(src, split=args.split)
+
+    X, y = load(args.data)
+    if y is None:
+        raise ValueError(f"--data must provide labels (an IDX directory, the embedded digits or an .npz with y); "
+                         f"{args.data!r} has none")
+    if args.test_data is None:
+        test = args.test
+        if test is None and (args.data is None or args.data == D.DEFAULT_NAME) and args.train is None:
+            test = _DIGITS_TEST
+        Xtr, ytr, Xte, yte = D.split(X, y, args.train, test)
+    else:
+        Xte, yte = load(args.test_data)
+        Xtr, ytr = X[:args.train] if args.train else X, y[:args.train] if args.train else y
+        if args.test is not None:
+            if args.test > len(Xte):
+                raise ValueError(f"--test must be <= the {len(Xte)} items of --test-data; got {args.test}")
+            Xte, yte = Xte[:args.test], (None if yte is None else yte[:args.test])
+    if Xtr.shape[1:] != Xte.shape[1:]:
+        raise ValueError(f"train and test images must have the same shape; got train {Xtr.shape[1:]} and "
+                         f"test {Xte.shape[1:]}")
+    classes = np.unique(ytr)
+    if len(classes) < 2:
+        raise ValueError(f"the training labels must contain at least 2 classes; got 1 class: {classes.tolist()}")
+    fit = Xtr if args.normalize != "zca" else None
+    Xtr = D.normalize(Xtr, args.normalize, zca_fit=fit)
+    Xte = D.normalize(Xte, args.normalize, zca_fit=fit if fit is not None else None)
+    if args.pad is not None:
+        Xtr, Xte = D.pad(Xtr, args.pad), D.pad(Xte, args.pad)
+    if not arch.convolutional:
+        Xtr, Xte = Xtr.reshape(len(Xtr), -1), Xte.reshape(len(Xte), -1)
+    arch.plan(Xtr.shape[1:])          # a net that does not fit the images fails here, before any work
+    Ytr, _ = one_hot(ytr, classes)
+    n, m = len(Xtr), len(Xte)
+    print(f"ntkfast krr: arch={args.arch} kind={args.kind} device={device} dtype={args.dtype}")
+    print(f"  data     : {args.data or D.DEFAULT_NAME}"
+          + (f" / test {args.test_data}" if args.test_data else "")
+          + f"; train {n} x {tuple(Xtr.shape[1:])}, test {m}; {len(classes)} classes; normalize={args.normalize}",
+          flush=True)
+
+    kw = dict(arch=arch, kind=args.kind, device=device, dtype=args.dtype, tile=args.tile, progress=args.progress,
+              threads=args.threads)
+    t0 = time.perf_counter()
+    K = gram(Xtr, **kw)
+    t1 = time.perf_counter()
+    Kt = gram(Xte, Xtr, **kw)
+    t2 = time.perf_counter()
+    pairs_tr, pairs_te = n * (n + 1) // 2, n * m
+    print(f"  gram     : train {t1 - t0:.2f} s ({pairs_tr:,} pairs, {pairs_tr / max(t1 - t0, 1e-9):,.0f} pairs/s), "
+          f"test {t2 - t1:.2f} s ({pairs_te:,} pairs, {pairs_te / max(t2 - t1, 1e-9):,.0f} pairs/s)", flush=True)
+
+    model = KRR(ridges, cv=cv, scoring="accuracy", device="cpu" if device == "cpu" else "auto").fit(K, Ytr)
+    pred = classes[np.argmax(model.predict(Kt), axis=1)]
+    t3 = time.perf_counter()
+    sel = model.selection_
+    how = "fixed" if sel is None else (f"leave-one-out accuracy {100 * sel.scores[sel.index]:.2f} %" if cv == "loo"
+                                       else f"{cv}-fold accuracy {100 * sel.scores[sel.index]:.2f} %")
+    print(f"  solve    : {t3 - t2:.2f} s (float64 eigendecomposition of {n} x {n}, {len(ridges)} ridge(s))")
+    print(f"  ridge    : {model.ridge_:g} (relative to tr(K)/N; {how})")
+    if yte is not None:
+        acc = float(np.mean(pred == yte))
+        print(f"  accuracy : {100 * acc:.2f} % on {m} test items ({int(np.sum(pred == yte))}/{m})")
+    if args.out:
+        if args.out.endswith(".npy"):
+            np.save(args.out, pred)
+        else:
+            with open(args.out, "w") as f:
+                f.write("index,predicted" + (",label" if yte is not None else "") + "\n")
+                for i, pv in enumerate(pred):
+                    f.write(f"{i},{pv}" + (f",{yte[i]}" if yte is not None else "") + "\n")
+        print(f"  written  : {args.out}")
+    print(f"  total    : {t3 - t0:.2f} s")
+    return 0
+
+
+def _is_dir(path):
+    import os
+    return os.path.isdir(os.fspath(path))
