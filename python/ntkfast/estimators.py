@@ -57,7 +57,7 @@ class _NTKBase(BaseEstimator):
     _scoring = "mse"
 
     def __init__(self, arch="gap5", kind="ntk", ridge=_krr.DEFAULT_RIDGES, *, cv="loo", image_shape=None,
-                 device="auto", dtype="float32", tile=None):
+                 device="auto", dtype="float32", tile=None, threads=None):
         self.arch = arch
         self.kind = kind
         self.ridge = ridge
@@ -66,6 +66,7 @@ class _NTKBase(BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.tile = tile
+        self.threads = threads
 
     # -- checks --------------------------------------------------------------------------------------------
 
@@ -111,7 +112,8 @@ class _NTKBase(BaseEstimator):
 
     def _gram(self, X, Y, arch):
         from .gram import gram
-        return gram(X, Y, arch=arch, kind=self.kind, device=self.device, dtype=self.dtype, tile=self.tile)
+        return gram(X, Y, arch=arch, kind=self.kind, device=self.device, dtype=self.dtype, tile=self.tile,
+                    threads=self.threads)
 
     def _train_gram(self, X, arch):
         key = (repr(arch), self.kind, str(np.dtype(self.dtype)), self.device, _digest(X))
@@ -168,6 +170,7 @@ class NTKRegressor(RegressorMixin, _NTKBase):
     device : 'auto' (default), 'cpu' or 'cuda', for the Gram and the solve.
     dtype : 'float32' (default) or 'float64', the Gram's arithmetic; the solve is always float64.
     tile : Gram tile size (None: the backend's default).
+    threads : CPU threads for the Gram (None: all).
 
     Inputs are images (N, H, W, C) for convolutional archs and vectors (N, D) for fully-connected ones
     (images are flattened for those). Targets y are (N,) or (N, T).
