@@ -88,23 +88,98 @@ std::vector<PoolCand> pool_candidates(const PoolAxis& p, int d, int lo, int hi, 
   return out;
 }
 
+// Lane-interleaved layout of a group of L inputs and their self data: value v of lane l sits at
+// [v * L + l]. Images are [c][tiled position] (tiled 2x2 when circular, so partners never wrap), then each
+// ReLU diagonal [slot][tiled position], then the scalar ReLU self values.
+struct PackLayout {
+  int tf = 1;
+  int64_t tp = 1;                          // tiled positions of the input
+  std::vector<int64_t> diag_off, diag_tp;  // per spatial ReLU slot
+  int64_t scal_off = 0, size = 0;          // values per lane
+
+  explicit PackLayout(const Program& P) : tf(P.circular ? 2 : 1) {
+    tp = static_cast<int64_t>(P.H) * P.W * tf * tf;
+    int64_t off = tp * P.C;
+    for (size_t k = 0; k < P.diag_offset.size(); ++k) {
+      diag_off.push_back(off);
+      diag_tp.push_back(static_cast<int64_t>(P.diag_h[k]) * P.diag_w[k] * tf * tf);
+      off += diag_tp.back();
+    }
+    scal_off = off;
+    size = off + P.n_scalar_relu;
+  }
+};
+
+// Calls f(dst, src) for every value of one input: dst indexes the packed layout (per lane), src the NHWC
+// input (image values) or, offset by `image size`, its self-data vector.
+template <class F>
+void for_each_value(const Program& P, const PackLayout& lay, bool with_self, F&& f) {
+  const int H = P.H, W = P.W, C = P.C, tf = lay.tf;
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x)
+      for (int c = 0; c < C; ++c)
+        for (int a = 0; a < tf; ++a)
+          for (int b = 0; b < tf; ++b)
+            f(c * lay.tp + static_cast<int64_t>(y + a * H) * tf * W + x + b * W,
+              (static_cast<int64_t>(y) * W + x) * C + c, false);
+  if (!with_self) return;
+  for (size_t k = 0; k < lay.diag_off.size(); ++k) {
+    const int h = P.diag_h[k], w = P.diag_w[k];
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x)
+        for (int a = 0; a < tf; ++a)
+          for (int b = 0; b < tf; ++b)
+            f(lay.diag_off[k] + static_cast<int64_t>(y + a * h) * tf * w + x + b * w,
+              P.diag_offset[k] + static_cast<int64_t>(y) * w + x, true);
+  }
+  for (int k = 0; k < P.n_scalar_relu; ++k) f(lay.scal_off + k, P.scalar_offset + k, true);
+}
+
+// Interleaves L inputs (and their self data when `selfs` is given) into dst (lay.size * L values).
+template <class T, int L>
+void pack(const Program& P, const PackLayout& lay, const T* const* imgs, const T* const* selfs, T* dst) {
+  for_each_value(P, lay, selfs != nullptr, [&](int64_t d, int64_t s, bool self) {
+    for (int l = 0; l < L; ++l) dst[d * L + l] = self ? selfs[l][s] : imgs[l][s];
+  });
+}
+
+// One input (and its self data) repeated in every lane.
+template <class T, int L>
+void broadcast(const Program& P, const PackLayout& lay, const T* img, const T* self, T* dst) {
+  for_each_value(P, lay, true, [&](int64_t d, int64_t s, bool is_self) {
+    const T v = is_self ? self[s] : img[s];
+    for (int l = 0; l < L; ++l) dst[d * L + l] = v;
+  });
+}
+
+// Packs consecutive groups of L rows of X (n rows), the last group padded by repeating its last row.
+template <class T, int L>
+std::vector<T> pack_groups(const Program& P, const PackLayout& lay, const T* X, const T* self, int64_t n) {
+  const int64_t groups = (n + L - 1) / L, isz = P.input_size(), ssz = P.self_size;
+  std::vector<T> out(static_cast<size_t>(groups * lay.size * L));
+  for (int64_t g = 0; g < groups; ++g) {
+    const T *imgs[L], *selfs[L];
+    for (int l = 0; l < L; ++l) {
+      const int64_t r = std::min<int64_t>(g * L + l, n - 1);
+      imgs[l] = X + r * isz;
+      selfs[l] = self ? self + r * ssz : nullptr;
+    }
+    pack<T, L>(P, lay, imgs, self ? selfs : nullptr, out.data() + g * lay.size * L);
+  }
+  return out;
+}
+
 template <class T, int L>
 class Engine {
  public:
-  explicit Engine(const Program& P) : P_(P), tf_(P.circular ? 2 : 1) {
+  Engine(const Program& P, const PackLayout& lay) : P_(P), lay_(lay), tf_(lay.tf) {
     const size_t plane = static_cast<size_t>(P.max_plane) * L;
     for (auto* b : {&s0_, &t0_, &s1_, &t1_, &hs_, &ht_}) b->assign(plane, T(0));
     row_.assign(static_cast<size_t>(std::max(P.W, 1)) * 2 * L, T(0));
-    const size_t tiled = static_cast<size_t>(P.H) * P.W * tf_ * tf_;
-    if (P.spatial) {
-      img_x_.assign(tiled * P.C * L, T(0));
-      img_y_.assign(tiled * P.C * L, T(0));
-    }
-    for (size_t k = 0; k < P.diag_offset.size(); ++k) {
-      const size_t n = static_cast<size_t>(P.diag_h[k]) * P.diag_w[k] * tf_ * tf_ * L;
-      diag_x_.emplace_back(n, T(0));
-      diag_y_.emplace_back(n, T(0));
-    }
+    xbuf_.assign(static_cast<size_t>(lay.size) * L, T(0));
+    for (size_t k = 0; k < P.diag_offset.size(); ++k) diag_self_.emplace_back(lay.diag_tp[k] * L, T(0));
+    dgx_.resize(P.diag_offset.size());
+    dgy_.resize(P.diag_offset.size());
     int64_t most = 0;
     for (size_t s = 1; s < P.stages.size(); ++s) {
       const Stage& st = P.stages[s];
@@ -115,19 +190,27 @@ class Engine {
     for (auto* b : {&in_s_, &in_t_, &out_s_, &out_t_}) b->assign(static_cast<size_t>(most) * L, T(0));
   }
 
-  // Runs `lanes` (<= L) pairs. Self mode: ys == xs and the ReLU norms come from the pairs' own d = 0
-  // planes, which are also written to self_out (one self-data vector per lane). Pair mode: the norms come
-  // from sx / sy (self data of each lane's x and y). Results: out_s / out_t (L values, lanes < `lanes`).
-  void run(int lanes, const T* const* xs, const T* const* ys, const T* const* sx, const T* const* sy,
-           bool self_mode, T* out_s, T* out_t, T* const* self_out) {
+  // The x side of a pair batch: one input and its self data in every lane (engine-owned pack).
+  const T* broadcast_x(const T* img, const T* self) {
+    broadcast<T, L>(P_, lay_, img, self, xbuf_.data());
+    return xbuf_.data();
+  }
+
+  // Runs one batch of L lane pairs given packed inputs (PackLayout). Self mode: ypack == xpack holds
+  // images only; the ReLU norms come from the pairs' own d = 0 planes, which are also written to self_out
+  // (self-data vectors of the first `lanes` lanes). Pair mode: packs carry the self data. Results: out_s /
+  // out_t for the first `lanes` lanes.
+  void run(int lanes, const T* xpack, const T* ypack, bool self_mode, T* out_s, T* out_t, T* const* self_out) {
     self_ = self_mode;
-    if (!P_.spatial) return run_vector(lanes, xs, ys, sx, sy, out_s, out_t, self_out);
-    load_images(lanes, xs, img_x_);
-    if (!self_) {
-      load_images(lanes, ys, img_y_);
-      load_diags(lanes, sx, diag_x_);
-      load_diags(lanes, sy, diag_y_);
+    img_x_ = xpack;
+    img_y_ = ypack;
+    for (size_t k = 0; k < dgx_.size(); ++k) {
+      dgx_[k] = self_ ? diag_self_[k].data() : xpack + lay_.diag_off[k] * L;
+      dgy_[k] = self_ ? diag_self_[k].data() : ypack + lay_.diag_off[k] * L;
     }
+    scal_x_ = xpack + lay_.scal_off * L;
+    scal_y_ = ypack + lay_.scal_off * L;
+    if (!P_.spatial) return run_vector(lanes, out_s, out_t, self_out);
     for (int l = 0; l < L; ++l) acc_s_[l] = acc_t_[l] = 0.0;
     const int ns = static_cast<int>(P_.stages.size());
     for (int s = 0; s < ns; ++s) {
@@ -155,35 +238,37 @@ class Engine {
                            : static_cast<double>(last.h_out) * last.w_out;
     for (int l = 0; l < lanes; ++l) {
       T s = static_cast<T>(acc_s_[l] / den), t = static_cast<T>(acc_t_[l] / den);
-      scalar_part(l, s, t, sx, sy, self_out);
+      scalar_part(l, s, t, self_out);
       out_s[l] = s;
       out_t[l] = t;
     }
     if (self_)
       for (int l = 0; l < lanes; ++l)
-        for (size_t k = 0; k < diag_x_.size(); ++k) {
+        for (size_t k = 0; k < diag_self_.size(); ++k) {
           const int h = P_.diag_h[k], w = P_.diag_w[k];
           T* dst = self_out[l] + P_.diag_offset[k];
           for (int y = 0; y < h; ++y)
-            for (int x = 0; x < w; ++x) dst[y * w + x] = diag_x_[k][(static_cast<size_t>(y) * tf_ * w + x) * L + l];
+            for (int x = 0; x < w; ++x)
+              dst[y * w + x] = diag_self_[k][(static_cast<size_t>(y) * tf_ * w + x) * L + l];
         }
   }
 
  private:
-  void run_vector(int lanes, const T* const* xs, const T* const* ys, const T* const* sx, const T* const* sy,
-                  T* out_s, T* out_t, T* const* self_out) {
+  void run_vector(int lanes, T* out_s, T* out_t, T* const* self_out) {
     const int D = P_.C;
+    double acc[L] = {};
+    for (int k = 0; k < D; ++k)
+      for (int l = 0; l < L; ++l)
+        acc[l] += static_cast<double>(img_x_[k * L + l]) * static_cast<double>(img_y_[k * L + l]);
     for (int l = 0; l < lanes; ++l) {
-      double acc = 0.0;
-      for (int k = 0; k < D; ++k) acc += static_cast<double>(xs[l][k]) * static_cast<double>(ys[l][k]);
-      T s = static_cast<T>(acc / D), t = T(0);
-      scalar_part(l, s, t, sx, sy, self_out);
+      T s = static_cast<T>(acc[l] / D), t = T(0);
+      scalar_part(l, s, t, self_out);
       out_s[l] = s;
       out_t[l] = t;
     }
   }
 
-  void scalar_part(int l, T& s, T& t, const T* const* sx, const T* const* sy, T* const* self_out) {
+  void scalar_part(int l, T& s, T& t, T* const* self_out) {
     for (const ScalarOp& op : P_.scalar) {
       if (op.kind == ScalarOp::Dense) {
         s = static_cast<T>(op.w2) * s + static_cast<T>(op.b2);
@@ -194,41 +279,10 @@ class Engine {
           self_out[l][P_.scalar_offset + op.relu_slot] = s;
           px = py = s;
         } else {
-          px = sx[l][P_.scalar_offset + op.relu_slot];
-          py = sy[l][P_.scalar_offset + op.relu_slot];
+          px = scal_x_[op.relu_slot * L + l];
+          py = scal_y_[op.relu_slot * L + l];
         }
         relu_step(s, t, px, py);
-      }
-    }
-  }
-
-  // NHWC image of each lane -> [c][tiled position][lane]; unused lanes repeat lane 0.
-  void load_images(int lanes, const T* const* src, std::vector<T>& dst) {
-    const int H = P_.H, W = P_.W, C = P_.C, SW = tf_ * W;
-    const size_t plane = static_cast<size_t>(H) * W * tf_ * tf_;
-    for (int l = 0; l < L; ++l) {
-      const T* x = src[l < lanes ? l : 0];
-      for (int y = 0; y < H; ++y)
-        for (int xx = 0; xx < W; ++xx)
-          for (int c = 0; c < C; ++c) {
-            const T v = x[(static_cast<size_t>(y) * W + xx) * C + c];
-            for (int a = 0; a < tf_; ++a)
-              for (int b = 0; b < tf_; ++b)
-                dst[(c * plane + static_cast<size_t>(y + a * H) * SW + xx + b * W) * L + l] = v;
-          }
-    }
-  }
-
-  void load_diags(int lanes, const T* const* self, std::vector<std::vector<T>>& dst) {
-    for (size_t k = 0; k < dst.size(); ++k) {
-      const int h = P_.diag_h[k], w = P_.diag_w[k], SW = tf_ * w;
-      for (int l = 0; l < L; ++l) {
-        const T* src = self[l < lanes ? l : 0] + P_.diag_offset[k];
-        for (int y = 0; y < h; ++y)
-          for (int x = 0; x < w; ++x)
-            for (int a = 0; a < tf_; ++a)
-              for (int b = 0; b < tf_; ++b)
-                dst[k][(static_cast<size_t>(y + a * h) * SW + x + b * w) * L + l] = src[y * w + x];
       }
     }
   }
@@ -281,14 +335,14 @@ class Engine {
   void cross_correlation(int dy, int dx, Span sy, Span sx, T* S, T* Tt) {
     const int C = P_.C, SW = tf_ * P_.W;
     const size_t plane = static_cast<size_t>(P_.H) * P_.W * tf_ * tf_;
-    const T* yimg = self_ ? img_x_.data() : img_y_.data();
+    const T* yimg = img_y_;
     const T invC = T(1) / static_cast<T>(C);
     const size_t n = static_cast<size_t>(sy.len) * sx.len * L;
     std::fill(S, S + n, T(0));
     std::fill(Tt, Tt + n, T(0));
     for (int c = 0; c < C; ++c)
       for (int i = 0; i < sy.len; ++i) {
-        const T* a = img_x_.data() + (c * plane + static_cast<size_t>(sy.start + i) * SW + sx.start) * L;
+        const T* a = img_x_ + (c * plane + static_cast<size_t>(sy.start + i) * SW + sx.start) * L;
         const T* b = yimg + (c * plane + static_cast<size_t>(sy.start + i + dy) * SW + sx.start + dx) * L;
         T* o = S + static_cast<size_t>(i) * sx.len * L;
         for (int j = 0; j < sx.len * L; ++j) o[j] += a[j] * b[j];
@@ -341,14 +395,14 @@ class Engine {
 
   void relu(const LayerOp& op, int dy, int dx, Span sy, Span sx, T* S, T* Tt) {
     const int SW = tf_ * op.w_in, H = op.h_in, W = op.w_in;
-    T* px_base = diag_x_[op.relu_slot].data();
-    const T* py_base = self_ ? diag_x_[op.relu_slot].data() : diag_y_[op.relu_slot].data();
+    const T* px_base = dgx_[op.relu_slot];
+    const T* py_base = dgy_[op.relu_slot];
     if (self_ && dy == 0 && dx == 0) {  // record this layer's diagonal (pre-activation S at d = 0)
       for (int y = 0; y < H; ++y)
         for (int x = 0; x < W; ++x)
           for (int a = 0; a < tf_; ++a)
             for (int b = 0; b < tf_; ++b) {
-              T* dst = px_base + (static_cast<size_t>(y + a * H) * SW + x + b * W) * L;
+              T* dst = diag_self_[op.relu_slot].data() + (static_cast<size_t>(y + a * H) * SW + x + b * W) * L;
               const T* src = S + (static_cast<size_t>(y) * W + x) * L;
               for (int l = 0; l < L; ++l) dst[l] = src[l];
             }
@@ -417,10 +471,13 @@ class Engine {
   }
 
   const Program& P_;
+  const PackLayout& lay_;
   const int tf_;  // 2 when circular: images and diagonals are stored tiled 2x2 so partners never wrap
   bool self_ = false;
-  std::vector<T> img_x_, img_y_;
-  std::vector<std::vector<T>> diag_x_, diag_y_;
+  const T *img_x_ = nullptr, *img_y_ = nullptr, *scal_x_ = nullptr, *scal_y_ = nullptr;
+  std::vector<const T*> dgx_, dgy_;       // this batch's ReLU diagonals of x and y
+  std::vector<std::vector<T>> diag_self_;  // self mode: the diagonals being recorded
+  std::vector<T> xbuf_;                    // pair mode: x broadcast to all lanes
   std::vector<T> s0_, t0_, s1_, t1_, hs_, ht_, row_;
   std::vector<PlaneStore> stores_pair_, stores_self_;  // layout of stage s+1's input planes
   std::vector<T> in_s_, in_t_, out_s_, out_t_;
@@ -469,52 +526,48 @@ void parallel_batches(int64_t n_batches, int threads, Body&& body_factory) {
 template <class T>
 void self_data(const Program& P, const T* X, int64_t n, T* out, int threads) {
   constexpr int L = lanes_for<T>();
-  const int64_t isz = P.input_size();
+  const PackLayout lay(P);
+  const std::vector<T> packed = pack_groups<T, L>(P, lay, X, nullptr, n);
   const int64_t ssz = P.self_size;
-  const int64_t nb = (n + L - 1) / L;
-  parallel_batches(nb, threads, [&]() {
-    return [&, eng = std::make_shared<Engine<T, L>>(P), scratch = std::vector<T>(static_cast<size_t>(ssz + 1) * L)](
-               int64_t b) mutable {
-      const int lanes = static_cast<int>(std::min<int64_t>(L, n - b * L));
-      const T* xs[L];
+  parallel_batches((n + L - 1) / L, threads, [&]() {
+    return [&, eng = std::make_shared<Engine<T, L>>(P, lay),
+            scratch = std::vector<T>(static_cast<size_t>(ssz + 1) * L)](int64_t g) mutable {
+      const int lanes = static_cast<int>(std::min<int64_t>(L, n - g * L));
       T* so[L];
       T os[L], ot[L];
-      for (int l = 0; l < L; ++l) {
-        xs[l] = X + (b * L + std::min(l, lanes - 1)) * isz;
-        so[l] = l < lanes ? out + (b * L + l) * ssz : scratch.data() + static_cast<size_t>(l) * (ssz + 1);
-      }
-      eng->run(lanes, xs, xs, nullptr, nullptr, true, os, ot, so);
+      for (int l = 0; l < L; ++l)
+        so[l] = l < lanes ? out + (g * L + l) * ssz : scratch.data() + static_cast<size_t>(l) * (ssz + 1);
+      const T* xp = packed.data() + g * lay.size * L;
+      eng->run(lanes, xp, xp, true, os, ot, so);
     };
   });
 }
 
+// A batch is one x (row i, broadcast to every lane) against a group of L consecutive y (columns): the y
+// side is packed once per tile, so a batch copies nothing but the broadcast x.
 template <class T>
 void gram_tile(const Program& P, const T* X, int64_t nx, const T* Y, int64_t ny, const T* self_x,
                const T* self_y, bool symmetric, T* nngp, T* ntk, int threads) {
   constexpr int L = lanes_for<T>();
   if (symmetric && (nx != ny)) throw std::invalid_argument("symmetric tile must be square");
-  std::vector<std::pair<int32_t, int32_t>> pairs;
-  pairs.reserve(symmetric ? nx * (nx + 1) / 2 : nx * ny);
+  const PackLayout lay(P);
+  const std::vector<T> ypacked = pack_groups<T, L>(P, lay, Y, self_y, ny);
+  const int64_t groups = (ny + L - 1) / L, isz = P.input_size(), ssz = P.self_size;
+  std::vector<std::pair<int32_t, int32_t>> batches;  // (row, column group)
   for (int64_t i = 0; i < nx; ++i)
-    for (int64_t j = symmetric ? i : 0; j < ny; ++j) pairs.emplace_back(static_cast<int32_t>(i), static_cast<int32_t>(j));
-  const int64_t np = static_cast<int64_t>(pairs.size());
-  const int64_t isz = P.input_size(), ssz = P.self_size;
-  parallel_batches((np + L - 1) / L, threads, [&]() {
-    return [&, eng = std::make_shared<Engine<T, L>>(P)](int64_t b) {
-      const int lanes = static_cast<int>(std::min<int64_t>(L, np - b * L));
-      const T *xs[L], *ys[L], *sx[L], *sy[L];
+    for (int64_t g = symmetric ? i / L : 0; g < groups; ++g)
+      batches.emplace_back(static_cast<int32_t>(i), static_cast<int32_t>(g));
+  parallel_batches(static_cast<int64_t>(batches.size()), threads, [&]() {
+    return [&, eng = std::make_shared<Engine<T, L>>(P, lay)](int64_t b) {
+      const int64_t i = batches[b].first, g = batches[b].second;
+      const int lanes = static_cast<int>(std::min<int64_t>(L, ny - g * L));
       T os[L], ot[L];
-      for (int l = 0; l < L; ++l) {
-        const auto& pr = pairs[b * L + std::min(l, lanes - 1)];
-        xs[l] = X + pr.first * isz;
-        ys[l] = Y + pr.second * isz;
-        sx[l] = self_x + pr.first * ssz;
-        sy[l] = self_y + pr.second * ssz;
-      }
-      eng->run(lanes, xs, ys, sx, sy, false, os, ot, nullptr);
+      const T* xp = eng->broadcast_x(X + i * isz, self_x + i * ssz);
+      eng->run(lanes, xp, ypacked.data() + g * lay.size * L, false, os, ot, nullptr);
       for (int l = 0; l < lanes; ++l) {
-        const auto& pr = pairs[b * L + l];
-        const int64_t a = pr.first * ny + pr.second, m = pr.second * ny + pr.first;
+        const int64_t j = g * L + l;
+        if (symmetric && j < i) continue;
+        const int64_t a = i * ny + j, m = j * ny + i;
         if (nngp) { nngp[a] = os[l]; if (symmetric) nngp[m] = os[l]; }
         if (ntk) { ntk[a] = ot[l]; if (symmetric) ntk[m] = ot[l]; }
       }
