@@ -15,6 +15,7 @@ import sys
 _COMMAND_MODULES = (
     "ntkfast.commands",      # info, gram, bench
     "ntkfast.krr",           # krr
+    "ntkfast.taylor",        # taylor
 )
 
 

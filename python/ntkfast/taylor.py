@@ -1,0 +1,995 @@
+"""Quadratic Taylor models of wide two-layer networks, and the sample-complexity study.
+
+Bai & Lee ("Beyond Linearization: On Quadratic and Higher-Order Approximation of Wide Neural Networks",
+ICLR 2020) and Bai, Chen & Lee ("Towards Understanding Hierarchical Learning: Benefits of Neural
+Representations", NeurIPS 2020). Everything here is float64 numpy by default; with ``device='cuda'`` (or
+'auto' and a usable GPU) the arrays live on a GPU through cupy (imported only then).
+
+The network
+-----------
+Two layers of even width m, inputs x in R^d (rows of X, shape (N, d)):
+
+    f_W(x) = (1/sqrt m) sum_r a_r sigma((w0_r + w_r)^T x),
+
+output weights a_r in {-1, +1} (fixed), first-layer weights w0_r ~ N(0, w0_scale^2 I_d / d) (fixed) and the
+trainable movement W = (w_r) (shape (m, d)), initialised near 0. The initialisation is *symmetric*: neuron
+r + m/2 has the same w0 as neuron r and the opposite a, so f_{W0}(x) = 0 exactly. The k-th Taylor term
+around W0 is
+
+    f^(k)(x) = (1/sqrt m) sum_r a_r sigma^(k)(w0_r^T x) / k! (w_r^T x)^k,
+
+so f_W = f^(1) + f^(2) + f^(3) + ... (the network minus its Taylor polynomial of order k is O(|W|^(k+1))).
+
+Models (``MODELS``), all trained by the one loop :func:`gradient_descent` on the half mean squared error
+L(W) = 1/(2N) sum_i (f(x_i) - y_i)^2:
+
+- ``'linearized'``: f^(1), the finite-width NTK model (linear in W).
+- ``'quadratic'``: f^(2) alone. W = 0 is a saddle point (its gradient vanishes there), so training starts
+  from a small random W (``init_scale``) or uses noise.
+- ``'full'``: the network f_W itself.
+- ``'randomized'``: the network trained on E_S[L(W0 + S W)] + R(W), S = diag(s_1..s_m) with a fresh draw
+  of independent signs s_r in {-1, +1} at every step (stochastic gradients of the expectation; by default
+  each draw S is used with its mirror -S, an antithetic pair, see :class:`Objective`), and the regularizer
+  of Bai & Lee
+
+      R(W) = reg * (sum_r ||w_r||_2^4)^2 = reg * ||W||_{2,4}^8,   dR/dw_r = 8 reg (sum_s ||w_s||^4) ||w_r||^2 w_r.
+
+  Flipping the sign of w_r flips the odd Taylor terms of neuron r and keeps the even ones, so the
+  randomization removes f^(1) (and f^(3), ...) in expectation and keeps f^(2). Its predictor is the exact
+  sign average E_S f_{W0+SW}(x) = (1/sqrt m) sum_r a_r [sigma((w0_r + w_r)^T x) + sigma((w0_r - w_r)^T x)]/2
+  = f^(2) + f^(4) + ... (exact, since each neuron depends on its own sign only).
+- ``'hierarchical'``: a fixed random representation h(x) (:class:`Representation`) followed by a trainable
+  quadratic Taylor layer on h(x) (the model 'quadratic' with inputs h(x)).
+- ``'ntk'``: the infinite-width NTK of the fully-connected ReLU net ``presets.fc(ntk_depth)`` by kernel ridge
+  regression (``ntkfast.gram``, float64; ridge chosen by leave-one-out over a grid).
+
+Activations (``ACTIVATIONS``), with analytic derivatives up to order 3: 'tanh', 'softplus' (log(1 + e^z)),
+'quadratic' (z^2/2), 'cubic' (z^3/6) and 'relu' (only for 'linearized' and 'full': sigma'' = 0 almost
+everywhere, so its quadratic model is identically 0 and is refused). Parity matters: tanh has an odd
+sigma'', so with W0 symmetric in distribution f^(2) is an odd function of x and cannot fit even targets;
+softplus has an even sigma'' (sigmoid'), so its f^(2) is even in x and cannot fit odd targets. The study
+uses softplus for p = 2 and tanh for p = 3.
+
+The study
+---------
+:func:`run_study` fits every model to targets f*(x) = c sum_{s<=r} (beta_s^T x)^p (:class:`PolynomialTarget`)
+with x uniform on the sphere of radius sqrt(d) (so beta^T x has variance 1 for a unit beta) for several d and
+a log grid of n, finds the n needed to reach a test error (MSE against a unit-variance target), and fits its
+growth with d; ``ntkfast taylor`` drives it from the command line.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections import namedtuple
+
+import numpy as np
+
+__all__ = ["MODELS", "ACTIVATIONS", "activation", "sphere", "PolynomialTarget", "TwoLayer", "Representation",
+           "regularizer", "Objective", "gradient_descent", "TaylorModel", "ntk_ridge", "run_study", "Study",
+           "crossing", "fit_exponents", "THEORY_EXPONENT", "register_cli"]
+
+MODELS = ("linearized", "quadratic", "full", "randomized", "hierarchical", "ntk")
+TRAINED = MODELS[:5]
+ACTIVATIONS = ("tanh", "softplus", "quadratic", "cubic", "relu")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+    return value
+
+
+def _int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def _float(name, value, minimum=0.0, strict=False):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (strict and value == minimum):
+        rel = ">" if strict else ">="
+        raise ValueError(f"{name} must be a finite number {rel} {minimum}; got {value!r}")
+    return float(value)
+
+
+def _seed(seed):
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, a numpy Generator or None; got {seed!r}")
+    return int(seed)
+
+
+def _is_cupy(a):
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def _to_numpy(a):
+    return a.get() if _is_cupy(a) else np.asarray(a)
+
+
+def _matrix(name, X, d=None, xp=np):
+    """X as a finite float64 (N, d) array of module xp; ValueError/TypeError naming ``name``."""
+    if not _is_cupy(X):
+        try:
+            X = np.asarray(X)
+        except Exception as e:  # ragged lists and the like
+            raise ValueError(f"{name} must be a 2-D numeric array (N, d); got an object numpy cannot convert "
+                             f"({e})") from None
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers (float or int dtype); got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise ValueError(f"{name} must have shape (N, d); got shape {tuple(X.shape)}")
+    if d is not None and X.shape[1] != d:
+        raise ValueError(f"{name} must have shape (N, {d}) (d = {d} as in training); got shape {tuple(X.shape)}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one row and one column; got shape {tuple(X.shape)}")
+    X = xp.asarray(X, dtype=xp.float64)
+    if not bool(xp.isfinite(X).all()):
+        bad = int((~xp.isfinite(X)).sum())
+        raise ValueError(f"{name} must be finite; got {bad} NaN/inf entries of {X.size}")
+    return X
+
+
+def _vector(name, y, n, xp=np):
+    if not _is_cupy(y):
+        y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers (float or int dtype); got dtype {y.dtype}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) (one target per row of X); got shape {tuple(y.shape)}")
+    y = xp.asarray(y, dtype=xp.float64)
+    if not bool(xp.isfinite(y).all()):
+        raise ValueError(f"{name} must be finite; got {int((~xp.isfinite(y)).sum())} NaN/inf entries")
+    return y
+
+
+def array_module(device="cpu"):
+    """numpy for device 'cpu'; cupy for 'cuda' (RuntimeError naming the reason when it cannot be used);
+    for 'auto', cupy when it imports and sees a GPU, else numpy."""
+    _choice("device", device, ("auto", "cpu", "cuda"))
+    if device == "cpu":
+        return np
+    try:
+        import cupy
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise RuntimeError("no CUDA device visible")
+        return cupy
+    except Exception as e:  # ImportError, or a CUDA runtime error
+        if device == "cuda":
+            raise RuntimeError(f"device='cuda' needs cupy and a usable GPU ({type(e).__name__}: {e}); install "
+                               f"the GPU extra: pip install 'ntkfast[gpu]'") from None
+        return np
+
+
+def _xp_of(a):
+    if _is_cupy(a):
+        import cupy
+        return cupy
+    return np
+
+
+# ----------------------------------------------------------------------------------------------------------
+# activations
+
+
+def activation(name, z, k=0):
+    """k-th derivative (k = 0..3) of the activation ``name`` at z (any float array, numpy or cupy; same shape).
+
+    tanh: t = tanh z, sigma' = 1 - t^2, sigma'' = -2 t (1 - t^2), sigma''' = -2 (1 - t^2)(1 - 3 t^2).
+    softplus: log(1 + e^z); with u = tanh(z/2): sigma' = (1 + u)/2 (the logistic function),
+    sigma'' = (1 - u^2)/4, sigma''' = -u (1 - u^2)/4.
+    quadratic: z^2/2, z, 1, 0.  cubic: z^3/6, z^2/2, z, 1.  relu: max(z, 0), 1[z > 0], 0, 0.
+    """
+    _choice("activation", name, ACTIVATIONS)
+    if isinstance(k, bool) or k not in (0, 1, 2, 3):
+        raise ValueError(f"k (derivative order) must be 0, 1, 2 or 3; got {k!r}")
+    xp = _xp_of(z)
+    if name == "tanh":
+        t = xp.tanh(z)
+        if k == 0:
+            return t
+        s = 1.0 - t * t
+        return (s, -2.0 * t * s, -2.0 * s * (1.0 - 3.0 * t * t))[k - 1]
+    if name == "softplus":
+        if k == 0:
+            return xp.maximum(z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
+        u = xp.tanh(0.5 * z)
+        return ((1.0 + u) * 0.5, (1.0 - u * u) * 0.25, -u * (1.0 - u * u) * 0.25)[k - 1]
+    if name == "quadratic":
+        return (0.5 * z * z, z, xp.ones_like(z), xp.zeros_like(z))[k]
+    if name == "cubic":
+        return (z * z * z / 6.0, 0.5 * z * z, z, xp.ones_like(z))[k]
+    # relu
+    return (xp.maximum(z, 0.0), (z > 0).astype(z.dtype), xp.zeros_like(z), xp.zeros_like(z))[k]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data
+
+
+def sphere(n, d, seed=None):
+    """n points uniform on the sphere of radius sqrt(d) in R^d: float64 numpy (n, d). With this radius a
+    unit vector beta gives E (beta^T x)^2 = 1 and E x x^T = I."""
+    n, d = _int("n", n), _int("d", d)
+    rng = np.random.default_rng(_seed(seed))
+    g = rng.standard_normal((n, d))
+    return g * (math.sqrt(d) / np.linalg.norm(g, axis=1, keepdims=True))
+
+
+class PolynomialTarget:
+    """f*(x) = scale * sum_{s<=r} alpha_s (beta_s^T x)^p with orthonormal beta_s (random) and alpha_s = 1.
+
+    ``scale`` makes Var f*(x) = 1 for x uniform on the sphere of radius sqrt(d) (estimated once on
+    ``n_mc`` = 200,000 sphere points with a fixed seed; relative error of the variance about 0.5 %). The
+    mean is not removed (for p = 2 it is scale * r). Call on X (N, d) -> float64 (N,).
+    """
+
+    def __init__(self, d, r=1, p=2, *, seed=None, n_mc=200_000):
+        self.d, self.r, self.p = _int("d", d), _int("r", r), _int("p", p)
+        if self.r > self.d:
+            raise ValueError(f"r must be <= d = {self.d} (orthonormal directions); got {r!r}")
+        rng = np.random.default_rng(_seed(seed))
+        q, _ = np.linalg.qr(rng.standard_normal((self.d, self.r)))
+        self.betas = q.T.copy()                      # (r, d), orthonormal rows
+        self.alphas = np.ones(self.r)
+        self.scale = 1.0
+        ref = sphere(_int("n_mc", n_mc), self.d, seed=12345)
+        raw = self(ref)
+        self.scale = 1.0 / float(raw.std())
+        self.mean = float(raw.mean()) * self.scale
+
+    def __call__(self, X):
+        X = _matrix("X", X, self.d)
+        return self.scale * ((X @ self.betas.T) ** self.p) @ self.alphas
+
+    def __repr__(self):
+        return f"PolynomialTarget(d={self.d}, r={self.r}, p={self.p})"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the network and its Taylor terms
+
+
+class TwoLayer:
+    """The two-layer net f_W(x) = (1/sqrt m) sum_r a_r sigma((w0_r + w_r)^T x) with symmetric initialisation.
+
+    Parameters
+    ----------
+    d : input dimension. width : m, even (default 400): m/2 random (w0, a) pairs, neuron r + m/2 a copy of
+    neuron r with the opposite a. activation : one of ``ACTIVATIONS`` (default 'softplus').
+    w0_scale : w0_r ~ N(0, w0_scale^2 I_d / d) (default 1: w0_r^T x ~ N(0, 1) on the sphere of radius sqrt d).
+    seed : int, numpy Generator or None. device : 'cpu' (numpy, default), 'cuda' (cupy) or 'auto'.
+
+    Attributes: W0 float64 (m, d), a float64 (m,), both of the array module ``xp``; m, d, activation.
+    Every method takes X (N, d) and W (m, d) arrays of that module and returns float64 (N,).
+    """
+
+    def __init__(self, d, width=400, activation="softplus", *, w0_scale=1.0, seed=None, device="cpu"):
+        self.d = _int("d", d)
+        self.m = _int("width", width, 2)
+        if self.m % 2:
+            raise ValueError(f"width must be even (neurons come in symmetric pairs); got {width!r}")
+        self.activation = _choice("activation", activation, ACTIVATIONS)
+        self.w0_scale = _float("w0_scale", w0_scale, 0.0, strict=True)
+        self.xp = array_module(device)
+        rng = np.random.default_rng(_seed(seed))
+        half = self.m // 2
+        W0 = rng.standard_normal((half, self.d)) * (self.w0_scale / math.sqrt(self.d))
+        a = rng.choice(np.array([-1.0, 1.0]), size=half)
+        self.W0 = self.xp.asarray(np.concatenate([W0, W0]))
+        self.a = self.xp.asarray(np.concatenate([a, -a]))
+        self._c = 1.0 / math.sqrt(self.m)
+
+    def sigma(self, z, k=0):
+        """k-th derivative of this net's activation at z."""
+        return activation(self.activation, z, k)
+
+    def check_W(self, W, name="W"):
+        W = _matrix(name, W, xp=self.xp)
+        if W.shape != (self.m, self.d):
+            raise ValueError(f"{name} must have shape (m, d) = ({self.m}, {self.d}); got {tuple(W.shape)}")
+        return W
+
+    def _inputs(self, X, W):
+        return _matrix("X", X, self.d, self.xp), self.check_W(W)
+
+    def taylor_term(self, X, W, k):
+        """f^(k)(x) = (1/sqrt m) sum_r a_r sigma^(k)(w0_r^T x)/k! (w_r^T x)^k for k = 0..3 -> (N,)."""
+        X, W = self._inputs(X, W)
+        k = _int("k", k, 0)
+        if k > 3:
+            raise ValueError(f"k must be 0, 1, 2 or 3 (derivatives are analytic up to order 3); got {k}")
+        U = X @ W.T
+        return (self.sigma(X @ self.W0.T, k) * U ** k / math.factorial(k)) @ self.a * self._c
+
+    def network(self, X, W):
+        """f_W(x) (N,); exactly 0 at W = 0 by the symmetric initialisation."""
+        X, W = self._inputs(X, W)
+        return self.sigma(X @ (self.W0 + W).T) @ self.a * self._c
+
+    def sign_average(self, X, W):
+        """E_S f_{W0 + S W}(x) over independent signs s_r = +-1, exactly: (1/sqrt m) sum_r a_r
+        [sigma((w0_r + w_r)^T x) + sigma((w0_r - w_r)^T x)] / 2 = f^(2) + f^(4) + ... -> (N,)."""
+        X, W = self._inputs(X, W)
+        Z0, U = X @ self.W0.T, X @ W.T
+        return 0.5 * (self.sigma(Z0 + U) + self.sigma(Z0 - U)) @ self.a * self._c
+
+    def output(self, model, X, W):
+        """Prediction of a trained model: 'linearized' f^(1), 'quadratic'/'hierarchical' f^(2), 'full' f_W,
+        'randomized' the sign average."""
+        _choice("model", model, TRAINED)
+        if model == "linearized":
+            return self.taylor_term(X, W, 1)
+        if model in ("quadratic", "hierarchical"):
+            return self.taylor_term(X, W, 2)
+        if model == "full":
+            return self.network(X, W)
+        return self.sign_average(X, W)
+
+
+def regularizer(W, reg):
+    """R(W) = reg * (sum_r ||w_r||_2^4)^2 and its gradient 8 reg (sum_s ||w_s||^4) ||w_r||^2 w_r.
+
+    W : (m, d) float array; reg >= 0. Returns (float, array like W)."""
+    reg = _float("reg", reg)
+    xp = _xp_of(W)
+    sq = (W * W).sum(axis=1)                 # ||w_r||^2
+    s4 = float((sq * sq).sum())
+    return reg * s4 * s4, (8.0 * reg * s4) * sq[:, None] * W
+
+
+class Objective:
+    """Training objective of one model on a fixed data set: L(W) = 1/(2N) sum_i (f(x_i) - y_i)^2 (+ R(W)).
+
+    ``net`` : TwoLayer; ``model`` : one of 'linearized', 'quadratic', 'full', 'randomized' (for
+    'hierarchical' pass the represented inputs h(X) and model 'quadratic'); X (N, d), y (N,) arrays of
+    ``net.xp``; reg : R's coefficient (added for every model, 0 by default); rng : numpy Generator for the
+    signs of 'randomized'; antithetic : for 'randomized', evaluate each step's fresh draw S together with -S
+    and average the two losses (default True). The pair is still an unbiased estimate of E_S L, and it
+    removes exactly the term linear in the odd part (the f^(1) cross term (f^(2) - y) f^(1)_S, whose
+    gradient is the largest source of sign noise); False uses the single draw S.
+
+    :meth:`resample` draws the step's random signs (no-op for other models); :meth:`value` and
+    :meth:`value_and_grad` use the current draw, so a line search compares like with like.
+    """
+
+    def __init__(self, net, model, X, y, *, reg=0.0, rng=None, antithetic=True):
+        self.net, self.model = net, _choice("model", model, TRAINED[:4])
+        self.antithetic = bool(antithetic)
+        if net.activation == "relu" and model in ("quadratic", "randomized"):
+            raise ValueError(f"activation 'relu' has sigma'' = 0 almost everywhere, so model {model!r} (driven by "
+                             f"f^(2)) is identically 0 or untrainable; use 'softplus', 'tanh', 'quadratic' or "
+                             f"'cubic'")
+        xp = net.xp
+        self.X = _matrix("X", X, net.d, xp)
+        self.y = _vector("y", y, self.X.shape[0], xp)
+        self.reg = _float("reg", reg)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.Z0 = self.X @ net.W0.T
+        self.n = self.X.shape[0]
+        if model == "linearized":
+            self.D = net.sigma(self.Z0, 1) * net.a * net._c
+        elif model == "quadratic":
+            self.D = net.sigma(self.Z0, 2) * net.a * net._c
+        self.signs = xp.ones(net.m)
+
+    def resample(self):
+        if self.model == "randomized":
+            self.signs = self.net.xp.asarray(self.rng.choice(np.array([-1.0, 1.0]), size=self.net.m))
+
+    def _forward(self, W, signs=None):
+        net = self.net
+        U = self.X @ W.T
+        if self.model == "linearized":
+            return (self.D * U).sum(axis=1), U
+        if self.model == "quadratic":
+            return 0.5 * (self.D * U * U).sum(axis=1), U
+        if signs is not None:
+            U = U * signs
+        return net.sigma(self.Z0 + U) @ net.a * net._c, U
+
+    def _draws(self):
+        if self.model != "randomized":
+            return (None,)
+        return (self.signs, -self.signs) if self.antithetic else (self.signs,)
+
+    def value(self, W):
+        draws = self._draws()
+        L = 0.0
+        for s in draws:
+            f, _ = self._forward(W, s)
+            r = f - self.y
+            L += 0.5 * float(r @ r) / self.n / len(draws)
+        if self.reg:
+            L += regularizer(W, self.reg)[0]
+        return L
+
+    def value_and_grad(self, W):
+        net = self.net
+        draws = self._draws()
+        L, G = 0.0, 0.0
+        for s in draws:
+            f, U = self._forward(W, s)
+            r = (f - self.y) / self.n
+            L += 0.5 * float(r @ r) * self.n / len(draws)
+            if self.model == "linearized":
+                g = (r[:, None] * self.D).T @ self.X
+            elif self.model == "quadratic":
+                g = (r[:, None] * self.D * U).T @ self.X
+            else:
+                g = ((r[:, None] * net.sigma(self.Z0 + U, 1)) * (net.a * net._c)).T @ self.X
+                if s is not None:
+                    g = g * s[:, None]
+            G = G + g / len(draws)
+        if self.reg:
+            R, gR = regularizer(W, self.reg)
+            L, G = L + R, G + gR
+        return L, G
+
+
+History = namedtuple("History", ["loss", "lr", "steps", "stopped"])
+History.__doc__ = """Result of :func:`gradient_descent`: loss float64 (steps,) objective before each step; lr float64
+(steps,) accepted step sizes; steps int; stopped str ('steps', 'tol' or 'line search')."""
+
+
+def gradient_descent(objective, W, *, steps=2000, lr="auto", noise=0.0, tol=1e-10, seed=None, callback=None):
+    """The one training loop: (noisy) gradient descent on ``objective`` from W.
+
+    Each step: ``objective.resample()`` (the random signs of 'randomized'), gradient g at W, then
+    W <- W - t g + sqrt(2 t noise) xi with xi ~ N(0, I) (Langevin noise at temperature ``noise``; 0 = plain
+    GD). ``lr`` = a float t > 0 (fixed step) or 'auto' (default): backtracking on the same draw, t halved
+    until the Armijo condition L(W - t g) <= L(W) - 1e-4 t |g|^2 holds, then t grown by 1.5 for the next step
+    (the models' curvatures differ by orders of magnitude, e.g. sqrt(m) between f^(1) and f^(2)).
+    Stops after ``steps`` steps, when L <= ``tol``, or when no step of size > 1e-14 t decreases L.
+
+    objective : :class:`Objective` (or anything with resample(), value(W), value_and_grad(W)).
+    W : initial (m, d) array (not modified). Returns (W, History).
+    """
+    steps = _int("steps", steps, 0)
+    auto = isinstance(lr, str)
+    if auto:
+        _choice("lr", lr, ("auto",))
+        t = 1.0
+    else:
+        t = _float("lr", lr, 0.0, strict=True)
+    noise = _float("noise", noise)
+    tol = _float("tol", tol)
+    rng = np.random.default_rng(_seed(seed))
+    xp = _xp_of(W)
+    W = W.copy()
+    losses, lrs, stopped = [], [], "steps"
+    for it in range(steps):
+        objective.resample()
+        L, G = objective.value_and_grad(W)
+        if not math.isfinite(L):
+            raise RuntimeError(f"the objective became non-finite ({L}) at step {it}; use a smaller lr")
+        losses.append(L)
+        if L <= tol:
+            stopped = "tol"
+            break
+        if auto:
+            g2 = float((G * G).sum())
+            t0 = t
+            while True:
+                Wn = W - t * G
+                Ln = objective.value(Wn)
+                if math.isfinite(Ln) and Ln <= L - 1e-4 * t * g2:
+                    break
+                t *= 0.5
+                if t < 1e-14 * t0 or t < 1e-300:
+                    stopped = "line search"
+                    break
+            if stopped == "line search":
+                break
+            W = Wn
+            lrs.append(t)
+            step_t = t
+            t = min(t * 1.5, 1e12)
+        else:
+            W = W - t * G
+            lrs.append(t)
+            step_t = t
+        if noise:
+            W = W + math.sqrt(2.0 * step_t * noise) * xp.asarray(rng.standard_normal(W.shape))
+        if callback is not None:
+            callback(it, L, W)
+    return W, History(np.asarray(losses), np.asarray(lrs), len(losses), stopped)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the hierarchical representation
+
+
+class Representation:
+    """Fixed random representation h(x) = Sigma^(-1/2) [x ; (v_j^T x)^2 - 1 for j < D2] plus a constant 1.
+
+    x is meant to lie on the sphere of radius sqrt(d); the v_j are uniform unit vectors, so (v_j^T x)^2 - 1
+    are centered degree-2 random features. Their exact covariance on that sphere is
+    E[x x^T] = I, E[x ((v^T x)^2 - 1)] = 0, and
+    E[((v_i^T x)^2 - 1)((v_j^T x)^2 - 1)] = d (1 + 2 (v_i^T v_j)^2)/(d + 2) - 1,
+    so whitening by that analytic covariance makes h exactly isotropic for this input distribution (and
+    close to it for inputs near the sphere). With D2 = 0, h(x) = [1, x].
+
+    d : input dimension; features : D2 >= 0 (the study uses D2 = round(d^(p/2)) for p >= 3, else 0);
+    seed; device. ``dim`` = 1 + d + D2. Call on X (N, d) -> (N, dim) float64 arrays of ``xp``.
+    """
+
+    def __init__(self, d, features=0, *, seed=None, device="cpu"):
+        self.d = _int("d", d)
+        self.features = _int("features", features, 0)
+        self.xp = array_module(device)
+        rng = np.random.default_rng(_seed(seed))
+        V = rng.standard_normal((self.features, self.d))
+        V /= np.linalg.norm(V, axis=1, keepdims=True) if self.features else 1.0
+        self.dim = 1 + self.d + self.features
+        if self.features:
+            c2 = (V @ V.T) ** 2
+            C = self.d * (1.0 + 2.0 * c2) / (self.d + 2.0) - 1.0
+            w, Q = np.linalg.eigh(C)
+            if w[0] <= 1e-10 * w[-1]:
+                raise ValueError(f"features = {self.features} degree-2 features are linearly dependent for "
+                                 f"d = {self.d} (at most d(d+1)/2 - 1 = {self.d * (self.d + 1) // 2 - 1})")
+            self.whiten = self.xp.asarray((Q / np.sqrt(w)) @ Q.T)
+        else:
+            self.whiten = None
+        self.V = self.xp.asarray(V)
+
+    def __call__(self, X):
+        xp = self.xp
+        X = _matrix("X", X, self.d, xp)
+        parts = [xp.ones((X.shape[0], 1)), X]
+        if self.features:
+            parts.append(((X @ self.V.T) ** 2 - 1.0) @ self.whiten)
+        return xp.concatenate(parts, axis=1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the infinite-width NTK
+
+
+def _krr_fallback(K, y, Kt, ridges):
+    """Leave-one-out ridge selection by one eigendecomposition (used only if ntkfast.krr is unavailable)."""
+    import scipy.linalg
+    scale = np.trace(K) / K.shape[0]
+    w, V = scipy.linalg.eigh(K)
+    w = np.maximum(w, 0.0)
+    c = V.T @ y
+    best = None
+    for r in ridges:
+        inv = 1.0 / (w + r * scale)
+        alpha = V @ (inv * c)
+        loo = alpha / ((V * V) @ inv)
+        err = float(loo @ loo)
+        if best is None or err < best[0]:
+            best = (err, r, alpha)
+    return Kt @ best[2], best[1]
+
+
+def ntk_ridge(X, y, X_test, *, depth=2, ridges=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), device="cpu"):
+    """Infinite-width NTK regression: kernel ridge regression with the NTK of ``presets.fc(depth)``.
+
+    X (N, d), y (N,), X_test (M, d). Gram matrices by ``ntkfast.gram(..., kind='ntk', dtype='float64')``;
+    the ridge (relative to tr(K)/N, as in ``ntkfast.krr``) is chosen by closed-form leave-one-out error over
+    ``ridges``. Returns (predictions float64 numpy (M,), chosen ridge).
+
+    The two-layer (depth 1) ReLU NTK without bias is (rho + an even function of rho) on the sphere, so it
+    gives weight 0 to odd spherical harmonics of degree >= 3 (Bietti & Mairal 2019): it cannot learn the
+    degree-3 part of (beta^T x)^3 at all. Depth 2 (the default) has no such gap.
+    """
+    from . import gram, presets
+    X = _to_numpy(_matrix("X", X))
+    X_test = _to_numpy(_matrix("X_test", X_test, X.shape[1]))
+    y = _to_numpy(_vector("y", y, X.shape[0]))
+    depth = _int("depth", depth)
+    ridges = [float(_float("ridges[i]", r)) for r in ridges]
+    if not ridges:
+        raise ValueError("ridges must be a non-empty sequence of numbers >= 0; got an empty one")
+    arch = presets.fc(depth)
+    gdev = "cpu" if device == "cpu" else "auto"
+    K = np.asarray(gram(X, arch=arch, kind="ntk", dtype="float64", device=gdev))
+    Kt = np.asarray(gram(X_test, X, arch=arch, kind="ntk", dtype="float64", device=gdev))
+    try:
+        from .krr import KRR
+    except ImportError:  # pragma: no cover - krr is part of the package; this only guards a broken import
+        return _krr_fallback(K, y, Kt, ridges)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # ill-conditioned small ridges simply lose the LOO selection
+        est = KRR(ridge=ridges, cv="loo", scoring="mse", device="cpu").fit(K, y)
+    return np.asarray(est.predict(Kt), dtype=np.float64), float(est.ridge_)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the estimator
+
+
+class TaylorModel:
+    """One model of ``MODELS``, fitted by :func:`gradient_descent` (or kernel ridge regression for 'ntk').
+
+    Parameters (defaults in brackets)
+    ---------------------------------
+    model : 'linearized', 'quadratic', 'full', 'randomized', 'hierarchical' or 'ntk' ['quadratic'].
+    width : m, even [400]. activation : one of ``ACTIVATIONS`` ['softplus'].
+    steps : maximum GD steps [2000]. lr : 'auto' (backtracking) or a fixed float ['auto'].
+    noise : Langevin temperature of noisy GD [0]. tol : stop when the objective <= tol [1e-10].
+    init_scale : W starts at init_scale * m^(-1/4) * N(0, I/d_in) per row (m^(-1/4) is the scale at which
+        f^(2) is O(1), the coupling of Bai & Lee) [0.1]; 0 starts at W = 0 (a saddle of f^(2): use noise).
+    reg : coefficient of R(W) = reg (sum_r ||w_r||^4)^2, used by every trained model [0; the study uses
+        1e-7 for 'randomized': at m = 400 a softplus fit of (beta^T x)^2 has sum_r ||w_r||^4 of a few
+        hundred, so reg = 1e-3 makes R dominate the loss and pins W near 0].
+    features : D2, degree-2 random features of the 'hierarchical' representation [0].
+    ntk_depth : depth of ``presets.fc`` for 'ntk' [2]. ridges : relative ridge grid for 'ntk'.
+    seed : int or None [0]. device : 'cpu' (numpy), 'cuda' (cupy) or 'auto' ['cpu'].
+
+    After :meth:`fit`: ``net_`` (TwoLayer), ``W_`` (m, d_in), ``history_`` (History), ``representation_``
+    ('hierarchical'), ``ridge_`` ('ntk'). :meth:`predict` returns float64 numpy (M,).
+    """
+
+    def __init__(self, model="quadratic", *, width=400, activation="softplus", steps=2000, lr="auto", noise=0.0,
+                 tol=1e-10, init_scale=0.1, reg=0.0, features=0, ntk_depth=2,
+                 ridges=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), seed=0, device="cpu"):
+        self.model = _choice("model", model, MODELS)
+        self.activation = _choice("activation", activation, ACTIVATIONS)
+        if activation == "relu" and model in ("quadratic", "randomized", "hierarchical"):
+            raise ValueError(f"activation 'relu' has sigma'' = 0 almost everywhere, so model {model!r} (driven by "
+                             f"f^(2)) is identically 0 or untrainable; use 'softplus', 'tanh', 'quadratic' or "
+                             f"'cubic'")
+        self.width = _int("width", width, 2)
+        if self.width % 2:
+            raise ValueError(f"width must be even (neurons come in symmetric pairs); got {width!r}")
+        self.steps = _int("steps", steps, 0)
+        if isinstance(lr, str):
+            _choice("lr", lr, ("auto",))
+        else:
+            _float("lr", lr, 0.0, strict=True)
+        self.lr = lr
+        self.noise, self.tol = _float("noise", noise), _float("tol", tol)
+        self.init_scale, self.reg = _float("init_scale", init_scale), _float("reg", reg)
+        self.features, self.ntk_depth = _int("features", features, 0), _int("ntk_depth", ntk_depth)
+        self.ridges, self.seed, self.device = tuple(ridges), _seed(seed), _choice("device", device,
+                                                                                ("auto", "cpu", "cuda"))
+
+    def fit(self, X, y):
+        """Fit on X (N, d) and y (N,) (float arrays; finite). Returns self."""
+        xp = array_module(self.device)
+        X = _matrix("X", X, xp=xp)
+        y = _vector("y", y, X.shape[0], xp)
+        self.d_ = X.shape[1]
+        if self.model == "ntk":
+            self._X = _to_numpy(X)
+            self._y = _to_numpy(y)
+            return self
+        rng = np.random.default_rng(self.seed)
+        seeds = rng.integers(0, 2 ** 63 - 1, size=4)
+        if self.model == "hierarchical":
+            self.representation_ = Representation(self.d_, self.features, seed=int(seeds[0]), device=self.device)
+            X = self.representation_(X)
+        din = X.shape[1]
+        self.net_ = TwoLayer(din, self.width, self.activation, seed=int(seeds[1]), device=self.device)
+        model = "quadratic" if self.model == "hierarchical" else self.model
+        obj = Objective(self.net_, model, X, y, reg=self.reg, rng=np.random.default_rng(int(seeds[2])))
+        init_rng = np.random.default_rng(int(seeds[3]))
+        W = self.init_scale * self.width ** -0.25 / math.sqrt(din) * init_rng.standard_normal((self.width, din))
+        self.W_, self.history_ = gradient_descent(obj, xp.asarray(W), steps=self.steps, lr=self.lr,
+                                                  noise=self.noise, tol=self.tol, seed=int(seeds[3]) + 1)
+        return self
+
+    def predict(self, X):
+        """Predictions float64 numpy (M,) for X (M, d)."""
+        if not hasattr(self, "d_"):
+            raise RuntimeError("this TaylorModel is not fitted yet; call fit(X, y) first")
+        if self.model == "ntk":
+            X = _matrix("X", X, self.d_)
+            pred, self.ridge_ = ntk_ridge(self._X, self._y, X, depth=self.ntk_depth, ridges=self.ridges,
+                                          device=self.device)
+            return pred
+        X = _matrix("X", X, self.d_, self.net_.xp)
+        if self.model == "hierarchical":
+            X = self.representation_(X)
+        return _to_numpy(self.net_.output(self.model, X, self.W_))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the study
+
+#: Theory's exponent e in n ~ d^e for a degree-p target (None: no claim). Bai & Lee; Bai, Chen & Lee.
+THEORY_EXPONENT = {"ntk": lambda p: p, "linearized": lambda p: p, "quadratic": lambda p: p - 1,
+                   "randomized": lambda p: p - 1, "hierarchical": lambda p: p / 2, "full": lambda p: None}
+
+Study = namedtuple("Study", ["records", "config"])
+Study.__doc__ = """Result of :func:`run_study`. records: list of dicts (p, r, d, n, model, activation, error,
+seconds, steps); config: dict of the settings."""
+
+
+def default_activation(p):
+    """softplus (even sigma'') for even p, tanh (odd sigma'') for odd p: f^(2) inherits the parity."""
+    return "softplus" if p % 2 == 0 else "tanh"
+
+
+def run_study(*, dims=(8, 16), ns=(16, 32, 64, 128, 256, 512), targets=((2, 1),),
+              models=("quadratic", "linearized", "ntk"), width=200, steps=1000, n_test=2000, seed=0,
+              randomized_reg=1e-7, noise=0.0, activation=None, max_n=None, log=print, on_record=None):
+    """Test error of each model for each target (p, r), dimension d and sample size n.
+
+    dims : dimensions d; ns : training-set sizes (the same grid for every d, points with n > max_n(d)
+    skipped when ``max_n`` is a callable (p, d) -> int or None); targets : (p, r) pairs;
+    models : subset of ``MODELS``; width, steps : of the trained models; n_test : test points.
+    Test error = mean squared error on fresh sphere points against the unit-variance target (so 1 is the
+    error of predicting 0 for a centered target). One training set per (target, d, n), shared by the models.
+    log : print-like callable for one line per fit, or None. on_record : called with the partial
+    :class:`Study` after each fit (e.g. to save it). Returns :class:`Study`.
+    """
+    for mdl in models:
+        _choice("models[i]", mdl, MODELS)
+    records = []
+    base = np.random.default_rng(_seed(seed))
+    cfg = dict(dims=list(dims), ns=list(ns), targets=[list(t) for t in targets], models=list(models),
+               width=width, steps=steps, n_test=n_test, seed=seed, randomized_reg=randomized_reg, noise=noise,
+               activation=activation)
+    for (p, r) in targets:
+        act = activation or default_activation(p)
+        for d in dims:
+            tseed = int(base.integers(2 ** 31))
+            target = PolynomialTarget(d, r, p, seed=tseed)
+            Xte = sphere(n_test, d, seed=tseed + 1)
+            yte = target(Xte)
+            for n in ns:
+                if max_n is not None and max_n(p, d) is not None and n > max_n(p, d):
+                    continue
+                X = sphere(n, d, seed=tseed + 2 + n)
+                y = target(X)
+                for mdl in models:
+                    kw = dict(width=width, activation=act, steps=steps, noise=noise, seed=tseed + 7)
+                    if mdl == "randomized":
+                        kw["reg"] = randomized_reg
+                    if mdl == "hierarchical":
+                        kw["features"] = int(round(d ** (p / 2))) if p >= 3 else 0
+                    t0 = time.perf_counter()
+                    est = TaylorModel(mdl, **kw).fit(X, y)
+                    err = float(np.mean((est.predict(Xte) - yte) ** 2))
+                    dt = time.perf_counter() - t0
+                    rec = dict(p=p, r=r, d=d, n=n, model=mdl, activation=act if mdl != "ntk" else "relu-ntk",
+                               error=err, seconds=dt,
+                               steps=int(est.history_.steps) if hasattr(est, "history_") else 0)
+                    records.append(rec)
+                    if log:
+                        log(f"p={p} r={r} d={d:3d} n={n:5d} {mdl:12s} test error {err:8.4f}  ({dt:5.1f} s)")
+                    if on_record:
+                        on_record(Study(records, cfg))
+    return Study(records, cfg)
+
+
+def crossing(ns, errors, threshold):
+    """Smallest n at which the error curve first reaches ``threshold``, by linear interpolation of
+    log(error) against log(n) between the last grid point above and the first one at or below it.
+
+    ns increasing (K,), errors (K,). Returns float n, or None when no grid point reaches the threshold
+    (the true n* is then beyond the grid). A curve already below the threshold at its first point returns
+    that point (n* is at most that)."""
+    ns, errors = np.asarray(ns, float), np.asarray(errors, float)
+    below = np.nonzero(errors <= threshold)[0]
+    if below.size == 0:
+        return None
+    i = int(below[0])
+    if i == 0:
+        return float(ns[0])
+    x0, x1 = math.log(ns[i - 1]), math.log(ns[i])
+    e0, e1 = math.log(errors[i - 1]), math.log(max(errors[i], 1e-300))
+    t = (math.log(threshold) - e0) / (e1 - e0)
+    return float(math.exp(x0 + t * (x1 - x0)))
+
+
+def fit_exponents(study, threshold=0.1):
+    """Per (p, r, model): n*(d) from :func:`crossing` and the least-squares slope of log n* on log d.
+
+    Returns a list of dicts (p, r, model, theory, exponent (None when fewer than 2 dims reach the
+    threshold, or when n* sits at the first grid point for every d), nstar {d: n* or None})."""
+    rows = []
+    keys = []
+    for rec in study.records:
+        k = (rec["p"], rec["r"], rec["model"])
+        if k not in keys:
+            keys.append(k)
+    for (p, r, mdl) in keys:
+        recs = [x for x in study.records if (x["p"], x["r"], x["model"]) == (p, r, mdl)]
+        nstar, first = {}, {}
+        for d in sorted({x["d"] for x in recs}):
+            cur = sorted((x["n"], x["error"]) for x in recs if x["d"] == d)
+            nstar[d] = crossing([c[0] for c in cur], [c[1] for c in cur], threshold)
+            first[d] = cur[0][0]
+        ok = [d for d in nstar if nstar[d] is not None and nstar[d] > first[d]]
+        exponent = None
+        if len(ok) >= 2:
+            exponent = float(np.polyfit(np.log(ok), np.log([nstar[d] for d in ok]), 1)[0])
+        rows.append(dict(p=p, r=r, model=mdl, theory=THEORY_EXPONENT[mdl](p), exponent=exponent, nstar=nstar))
+    return rows
+
+
+def format_table(rows, threshold):
+    """Markdown table of :func:`fit_exponents` rows."""
+    dims = sorted({d for row in rows for d in row["nstar"]})
+    head = ["target", "model", "theory", "fitted"] + [f"n* (d={d})" for d in dims]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        th = "-" if row["theory"] is None else f"{row['theory']:g}"
+        ex = "n/a" if row["exponent"] is None else f"{row['exponent']:.2f}"
+        cells = []
+        for d in dims:
+            v = row["nstar"].get(d, "missing")
+            cells.append("-" if v == "missing" else (">grid" if v is None else f"{v:.0f}"))
+        tgt = f"p={row['p']}, r={row['r']}"
+        lines.append("| " + " | ".join([tgt, row["model"], th, ex] + cells) + " |")
+    lines.append(f"\nn* = training-set size at which the test MSE (target variance 1) first reaches "
+                 f"{threshold:g} (log-log interpolation); '>grid': not reached; fitted = slope of log n* on "
+                 f"log d.")
+    return "\n".join(lines)
+
+
+def plot_study(study, path, threshold=0.1):
+    """PNG of test error vs n: one panel per (target, model), one line per d."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    targets = [tuple(t) for t in study.config["targets"]]
+    models = study.config["models"]
+    dims = study.config["dims"]
+    fig, axes = plt.subplots(len(targets), len(models), figsize=(2.6 * len(models), 2.3 * len(targets)),
+                             squeeze=False, sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (p, r) in enumerate(targets):
+        for j, mdl in enumerate(models):
+            ax = axes[i][j]
+            for k, d in enumerate(dims):
+                cur = sorted((x["n"], x["error"]) for x in study.records
+                             if (x["p"], x["r"], x["model"], x["d"]) == (p, r, mdl, d))
+                if cur:
+                    ax.loglog([c[0] for c in cur], [max(c[1], 1e-4) for c in cur], "o-", ms=3,
+                              color=colors[k % len(colors)], label=f"d={d}")
+            ax.axhline(threshold, color="gray", lw=0.8, ls="--")
+            ax.set_title(f"{mdl}, p={p}, r={r}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if i == len(targets) - 1:
+                ax.set_xlabel("n", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("test MSE", fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# command line
+
+_QUICK = dict(dims=[8, 16], p=[2], r=[1], models=["quadratic", "randomized", "linearized", "ntk"],
+              ns=[16, 32, 64, 128, 256, 512], width=200, steps=600)
+_FULL = dict(dims=[8, 16, 32], p=[2, 3], r=[1, 2],
+             models=["quadratic", "randomized", "hierarchical", "full", "linearized", "ntk"],
+             ns=[16, 32, 64, 128, 256, 512, 1024, 2048, 4096], width=400, steps=2000)
+
+
+def register_cli(sub):
+    p = sub.add_parser(
+        "taylor", help="quadratic Taylor models vs the NTK: sample complexity study",
+        description="Fit the quadratic Taylor models of Bai & Lee (ICLR 2020), the randomized network, the "
+                    "hierarchical learner of Bai, Chen & Lee (NeurIPS 2020), the linearized model and the "
+                    "infinite-width NTK (kernel ridge regression) to low-rank polynomial targets on the sphere; "
+                    "plot test error vs n per d and model, and print the n needed to reach a test error and its "
+                    "fitted growth exponent in d. The default is a quick run (a few minutes on 2 cores); --full "
+                    "runs the whole study (hours on 2 cores).")
+    p.add_argument("--full", action="store_true", help="the full study (defaults: " + ", ".join(
+        f"{k}={v}" for k, v in _FULL.items()) + ")")
+    p.add_argument("--out", default="taylor.png", help="PNG plot path (default taylor.png)")
+    p.add_argument("--json", default=None, help="also write the records and the table to this JSON file")
+    p.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(MODELS))
+    p.add_argument("--dims", default=None, help="comma-separated dimensions d (quick: 8,16)")
+    p.add_argument("--p", default=None, help="comma-separated degrees p (quick: 2)")
+    p.add_argument("--r", default=None, help="comma-separated ranks r (quick: 1)")
+    p.add_argument("--ns", default=None, help="comma-separated training-set sizes (quick: 16..512)")
+    p.add_argument("--max-n", type=int, default=None, help="skip sizes above this (default: none)")
+    p.add_argument("--width", type=int, default=None, help="neurons m, even (quick 200, full 400)")
+    p.add_argument("--steps", type=int, default=None, help="maximum GD steps (quick 600, full 2000)")
+    p.add_argument("--activation", choices=ACTIVATIONS, default=None,
+                   help="activation of the trained models (default softplus for even p, tanh for odd p)")
+    p.add_argument("--noise", type=float, default=0.0, help="Langevin temperature of noisy GD (default 0)")
+    p.add_argument("--reg", type=float, default=1e-7, help="R(W) coefficient of 'randomized' (default 1e-7)")
+    p.add_argument("--threshold", type=float, default=0.1, help="test MSE defining n* (default 0.1)")
+    p.add_argument("--n-test", type=int, default=2000, help="test points (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--load", nargs="+", default=None, metavar="JSON",
+                   help="run nothing: merge the records of these --json files of earlier runs, then plot and "
+                        "print the table")
+    p.set_defaults(func=_cli)
+
+
+def _ints(name, text):
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{name} must be comma-separated integers; got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise ValueError(f"--{name} must be comma-separated positive integers; got {text!r}")
+    return vals
+
+
+def _load(paths):
+    """Merge the records of several ``--json`` outputs into one Study (config fields united in order)."""
+    import json
+    records, cfg = [], None
+    for path in paths:
+        with open(path) as fh:
+            blob = json.load(fh)
+        if not isinstance(blob, dict) or "records" not in blob or "config" not in blob:
+            raise ValueError(f"--load {path!r} must be a JSON file written by 'ntkfast taylor --json'; it has no "
+                             f"'records' and 'config'")
+        records += blob["records"]
+        if cfg is None:
+            cfg = dict(blob["config"])
+        else:
+            for key in ("dims", "targets", "models", "ns"):
+                cfg[key] = cfg[key] + [v for v in blob["config"][key] if v not in cfg[key]]
+    cfg["dims"] = sorted(cfg["dims"])
+    return Study(records, cfg)
+
+
+def _cli(args):
+    import json
+    threshold = _float("--threshold", args.threshold, 0.0, strict=True)
+    if args.load:
+        t0 = time.perf_counter()
+        study = _load(args.load)
+        return _report(study, args, threshold, t0)
+    cfg = dict(_FULL if args.full else _QUICK)
+    for key in ("dims", "p", "r", "ns"):
+        text = getattr(args, key)
+        if text is not None:
+            cfg[key] = _ints(key, text)
+    if args.models is not None:
+        cfg["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
+        for m in cfg["models"]:
+            _choice("--models", m, MODELS)
+    if args.width is not None:
+        cfg["width"] = args.width
+    if args.steps is not None:
+        cfg["steps"] = args.steps
+    targets = [(p, r) for p in cfg["p"] for r in cfg["r"]]
+    max_n = (lambda p, d: args.max_n) if args.max_n else None
+    save = (lambda st: _save(st, args.json, threshold)) if args.json else None
+    t0 = time.perf_counter()
+    study = run_study(dims=cfg["dims"], ns=sorted(cfg["ns"]), targets=targets, models=cfg["models"],
+                      width=cfg["width"], steps=cfg["steps"], n_test=_int("--n-test", args.n_test),
+                      seed=_seed(args.seed), randomized_reg=_float("--reg", args.reg), noise=_float("--noise",
+                                                                                               args.noise),
+                      activation=args.activation, max_n=max_n, on_record=save)
+    return _report(study, args, threshold, t0)
+
+
+def _save(study, path, threshold, rows=None):
+    import json
+    blob = dict(config=study.config, threshold=threshold, records=study.records)
+    if rows is not None:
+        blob["exponents"] = [dict(row, nstar={str(k): v for k, v in row["nstar"].items()}) for row in rows]
+    with open(path, "w") as fh:
+        json.dump(blob, fh, indent=1)
+
+
+def _report(study, args, threshold, t0):
+    rows = fit_exponents(study, threshold)
+    table = format_table(rows, threshold)
+    plot_study(study, args.out, threshold)
+    print()
+    print(table)
+    print(f"\nplot: {args.out}   ({time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        _save(study, args.json, threshold, rows)
+    return 0
