@@ -1,0 +1,138 @@
+"""Host-memory model of a tiled Gram computation, and memory budgets.
+
+A Gram computation holds, at its peak (bytes; ``s`` = itemsize of ``dtype``, 4 or 8; ``k`` = kernels
+computed, 1 or 2; ``t`` = tile side; ``P`` = threads):
+
+========================  ====================================================================================
+inputs                    ``(N + M) * d * s``: X and Y converted to ``dtype`` (``d`` values per image; M = 0
+                          for a symmetric Gram)
+self data                 ``(N + M) * program.self_size * s``: the per-image recursion computed once
+outputs in memory         ``k * N * M * s`` when the result is a numpy array in memory; 0 when it goes to a
+                          zarr store or a memmap (their pages are file-backed page cache, not heap)
+per tile                  ``k * t^2 * s`` for the tile's results, ``8 * t^2`` for the C++ pair list, and for a
+                          zarr store ``t^2 * s`` more while the mirrored (transposed) tile is encoded
+per thread (CPU)          ``L * s * (6 * max_plane + 4 * most + 2 * tf^2 * (H W C + self_size) + 2 W)``:
+                          the C++ engine's planes (``L = 64 / s`` lanes, ``max_plane`` = largest h*w of a
+                          stage, ``most`` = largest band of offset planes kept across a pooling, ``tf`` = 2 for
+                          circular padding, else 1), times P threads
+========================  ====================================================================================
+
+The Python interpreter and its loaded libraries (about 100 MB of resident memory) are not counted: a
+budget bounds what the computation allocates on top of them. GPU memory is not modelled here.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+import re
+from collections import namedtuple
+
+import numpy as np
+
+__all__ = ["parse_bytes", "MemoryEstimate", "estimate", "choose_tile", "format_bytes", "default_threads"]
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+MemoryEstimate = namedtuple("MemoryEstimate", ["inputs", "self_data", "outputs", "per_tile", "per_thread",
+                                               "threads", "total"])
+MemoryEstimate.__doc__ = """Bytes of each part of the memory model (see :mod:`ntkfast.memory`); ``per_thread``
+is for one thread, ``total = inputs + self_data + outputs + per_tile + threads * per_thread``."""
+
+
+def parse_bytes(value, name="memory_budget"):
+    """Bytes from an int/float (bytes) or a string such as '2GB', '512 MiB', '50MB', '1e9'.
+
+    Decimal units (KB, MB, GB, TB = 10^3..10^12) and binary ones (KiB, MiB, GiB, TiB). Returns a positive int.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of bytes or a string like '2GB'; got {value!r}")
+    if isinstance(value, numbers.Real):
+        v = float(value)
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+        if not m or m.group(2).lower() not in _UNITS:
+            raise ValueError(f"{name} must be a number of bytes or a string like '2GB', '512MiB'; got {value!r}")
+        v = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    else:
+        raise TypeError(f"{name} must be a number of bytes or a string like '2GB'; got {type(value).__name__}")
+    if not np.isfinite(v) or v < 1:
+        raise ValueError(f"{name} must be at least 1 byte; got {value!r}")
+    return int(v)
+
+
+def format_bytes(b):
+    for unit, f in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(b) >= f:
+            return f"{b / f:.3g} {unit}"
+    return f"{int(b)} B"
+
+
+def default_threads():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _span(n, d, circular):
+    return n if circular else max(n - abs(d), 0)
+
+
+def _band(rng, h, w, circular):
+    y0, y1, x0, x1 = rng
+    return sum(_span(h, dy, circular) for dy in range(y0, y1 + 1)) * \
+        sum(_span(w, dx, circular) for dx in range(x0, x1 + 1))
+
+
+def per_thread_bytes(arch, input_shape, program, itemsize):
+    """Bytes of one CPU thread's engine workspace (see the module docstring)."""
+    spec = arch.program(tuple(input_shape))
+    lanes = 64 // itemsize
+    tf = 2 if spec.get("circular") else 1
+    most = 0
+    for st in spec.get("stages", [])[1:]:
+        for key in ("need_pair", "need_self"):
+            most = max(most, _band(st[key], st["h_in"], st["w_in"], bool(spec.get("circular"))))
+    H, W, C = int(spec.get("H", 1)), int(spec.get("W", 1)), int(spec.get("C", 1))
+    spatial = bool(spec.get("spatial"))
+    elems = 6 * program.max_plane + 4 * most + 2 * tf * tf * program.self_size + 2 * W
+    if spatial:
+        elems += 2 * tf * tf * H * W * C
+    return int(lanes * itemsize * elems + (program.self_size + 1) * lanes * itemsize)
+
+
+def tile_bytes(t, kinds, itemsize, store):
+    """Bytes of one t x t tile in flight: results, the C++ pair list, and zarr's encoding copy."""
+    b = kinds * t * t * itemsize + 8 * t * t
+    if store == "zarr":
+        b += t * t * itemsize
+    return int(b)
+
+
+def estimate(arch, input_shape, n, m, *, program, kinds, itemsize, tile, threads, store):
+    """The memory model for an (n, m) Gram (m = None for symmetric) in tiles of ``tile``.
+
+    store : 'array' (outputs held in memory), 'memmap' or 'zarr'. Returns a :class:`MemoryEstimate`.
+    """
+    d = int(np.prod(input_shape))
+    images = n + (m or 0)
+    inputs = images * d * itemsize
+    selfd = images * program.self_size * itemsize
+    outputs = kinds * n * (m or n) * itemsize if store == "array" else 0
+    pt = per_thread_bytes(arch, input_shape, program, itemsize)
+    tb = tile_bytes(tile, kinds, itemsize, store)
+    total = inputs + selfd + outputs + tb + threads * pt
+    return MemoryEstimate(inputs, selfd, outputs, tb, pt, threads, total)
+
+
+def choose_tile(budget, fixed, kinds, itemsize, store, cap, multiple=1):
+    """Largest tile t <= cap, a multiple of ``multiple``, with fixed + tile_bytes(t) <= budget; None if none."""
+    lo, hi = 0, cap // multiple
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fixed + tile_bytes(mid * multiple, kinds, itemsize, store) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * multiple or None

@@ -1,0 +1,303 @@
+"""Output stores of tiled Gram matrices: in-memory arrays, numpy memmaps and zarr arrays, with resume.
+
+A store holds the full (N, M) matrices. For a symmetric Gram only tiles with ``j0 >= i0`` (on or above the
+diagonal) are computed; each one is written at ``[i0:i1, j0:j1]`` and its transpose at ``[j0:j1, i0:i1]``,
+so the lower triangle is *mirrored on write* and a store reads as the plain full matrix.
+
+Resumable stores (a zarr store on a local or shared filesystem, or a .npy memmap) record what they hold:
+
+- zarr: the attribute ``"ntkfast"`` of the group (stores created from a ``.zarr`` path, holding arrays
+  ``nngp`` and/or ``ntk``) or of each given array; memmap: a sidecar ``<file>.ntkfast.json``.
+  Fields: format, arch (its repr), dtype, kinds, shape, symmetric, tile, fingerprint of X and Y (BLAKE2b
+  of their bytes in ``dtype``, with their shapes).
+- one marker file per finished tile, in ``ntkfast_done/`` inside the zarr group (or inside the first
+  array's directory) or in ``<file>.ntkfast.done/`` beside a memmap, named ``<a>_<b>`` for tile row a and
+  tile column b. A marker is written (to a temporary name, then renamed: atomic on POSIX) only after the
+  tile's data has been written (zarr chunk files are themselves written atomically) and, for a memmap,
+  flushed. A tile is either written and marked, or recomputed.
+
+Zarr arrays are chunked by tile, so tiles never share a chunk: concurrent writers (Dask workers) never touch
+the same file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from .inputs import Kernels
+
+__all__ = ["Store", "open_store", "fingerprint", "FORMAT"]
+
+FORMAT = 1
+_DONE = "ntkfast_done"
+
+
+def fingerprint(a):
+    """'shape:dtype:blake2b-hex' of an array's bytes (C order), or None."""
+    if a is None:
+        return None
+    a = np.ascontiguousarray(a)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(memoryview(a).cast("B"))
+    return f"{'x'.join(map(str, a.shape))}:{a.dtype.name}:{h.hexdigest()}"
+
+
+def _atomic_write_text(path, text):
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _is_zarr_array(a):
+    return type(a).__module__.startswith("zarr") and type(a).__name__ == "Array"
+
+
+def _is_zarr_group(a):
+    return type(a).__module__.startswith("zarr") and type(a).__name__ == "Group"
+
+
+def _local_dir(zarr_obj):
+    """Directory of a zarr array/group on a LocalStore, or None for other stores."""
+    root = getattr(zarr_obj.store, "root", None)
+    if root is None:
+        return None
+    return os.path.join(str(root), zarr_obj.path) if zarr_obj.path else str(root)
+
+
+class Store:
+    """Where a Gram's tiles go. Create with :func:`open_store`.
+
+    Attributes: ``kind`` ('array', 'memmap' or 'zarr'), ``names`` (kernels held), ``resumable``,
+    ``chunks`` ((rows, cols) of a zarr array, else None), ``location`` (path or None).
+    """
+
+    def __init__(self, kind, names, arrays=None, paths=None, meta_path=None, done_dir=None, zarr_meta=None,
+                 location=None, group=None):
+        self.kind, self.names = kind, tuple(names)
+        self._arrays = arrays            # name -> array (array / zarr); memmaps are opened lazily
+        self._paths = paths              # name -> .npy path (memmap)
+        self._meta_path = meta_path      # memmap sidecar
+        self._zarr_meta = zarr_meta      # zarr objects whose attrs hold the metadata
+        self.done_dir = done_dir
+        self.location = location
+        self._group = group
+        self.resumable = done_dir is not None
+
+    # pickling for Dask: memmaps are reopened where the store lands
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        if self.kind == "memmap":
+            d["_arrays"] = None
+        return d
+
+    def arrays(self):
+        if self._arrays is None:
+            self._arrays = {k: np.load(p, mmap_mode="r+") for k, p in self._paths.items()}
+        return self._arrays
+
+    @property
+    def chunks(self):
+        if self.kind != "zarr":
+            return None
+        return tuple(self.arrays()[self.names[0]].chunks)
+
+    # metadata -------------------------------------------------------------------------------------------
+    def read_meta(self):
+        if self.kind == "memmap":
+            if not os.path.exists(self._meta_path):
+                return None
+            with open(self._meta_path) as f:
+                return json.load(f)
+        if self.kind == "zarr" and self._zarr_meta:
+            return self._zarr_meta[0].attrs.get("ntkfast")
+        return None
+
+    def write_meta(self, meta):
+        if self.kind == "memmap":
+            _atomic_write_text(self._meta_path, json.dumps(meta, indent=1))
+        elif self.kind == "zarr":
+            for z in self._zarr_meta:
+                z.attrs["ntkfast"] = meta
+
+    # tiles ----------------------------------------------------------------------------------------------
+    def done(self):
+        """Set of (a, b) tile-grid indices whose markers exist."""
+        if not self.resumable or not os.path.isdir(self.done_dir):
+            return set()
+        out = set()
+        for name in os.listdir(self.done_dir):
+            parts = name.split("_")
+            if len(parts) == 2 and all(p.isdigit() for p in parts):
+                out.add((int(parts[0]), int(parts[1])))
+        return out
+
+    def write_tile(self, bounds, results, mirror):
+        """Write one tile's results ({name: (i1-i0, j1-j0) array}) and, with ``mirror``, its transpose."""
+        (i0, i1), (j0, j1) = bounds
+        arrs = self.arrays()
+        for name, r in results.items():
+            o = arrs[name]
+            o[i0:i1, j0:j1] = r
+            if mirror:
+                o[j0:j1, i0:i1] = r.T
+        if self.kind == "memmap":
+            for name in results:
+                arrs[name].flush()
+
+    def mark(self, a, b, bounds):
+        """Record tile (a, b) as finished (after its data is written)."""
+        if not self.resumable:
+            return
+        (i0, i1), (j0, j1) = bounds
+        os.makedirs(self.done_dir, exist_ok=True)
+        _atomic_write_text(os.path.join(self.done_dir, f"{a}_{b}"), f"{i0} {i1} {j0} {j1}\n")
+
+    def marker_path(self, a, b):
+        return None if not self.resumable else os.path.join(self.done_dir, f"{a}_{b}")
+
+    def result(self, kind):
+        arrs = self.arrays()
+        if kind is not None:
+            return arrs[kind]
+        return Kernels(arrs["nngp"], arrs["ntk"])
+
+
+def _names(kind):
+    return ("nngp", "ntk") if kind is None else (kind,)
+
+
+def _out_parts(out, kind):
+    """{name: object} from ``out`` (one object for a given kind, Kernels for both)."""
+    if kind is None:
+        if not isinstance(out, Kernels):
+            raise TypeError("out must be ntkfast.Kernels(nngp, ntk) of two (N, M) arrays, a zarr group, or a path "
+                            f"ending in .zarr when kind is None; got {type(out).__name__}")
+        return {"nngp": out.nngp, "ntk": out.ntk}
+    return {kind: out}
+
+
+def open_store(out, kind, shape, dtype):
+    """Wrap ``out`` (None, an array, a memmap, zarr arrays/group, or a path ending in .zarr or .npy) as a
+    :class:`Store` for an (N, M) Gram of ``dtype``, without creating anything yet (see :meth:`create`).
+
+    Returns (store, create) where ``create(tile)`` makes the missing arrays (chunked by ``tile``) and returns
+    the store ready to write; existing paths are opened, not overwritten.
+    """
+    names = _names(kind)
+    n, m = shape
+    dt = np.dtype(dtype)
+    if out is None:
+        arrays = {k: None for k in names}
+
+        def create(tile):
+            for k in names:
+                arrays[k] = np.empty((n, m), dtype=dt)
+            return st
+        st = Store("array", names, arrays=arrays)
+        return st, create
+    if isinstance(out, (str, os.PathLike)):
+        path = os.fspath(out)
+        if path.endswith(".zarr"):
+            return _zarr_path_store(path, names, shape, dt)
+        if path.endswith(".npy"):
+            if kind is None:
+                raise ValueError(f"out={path!r}: a .npy file holds one kernel; pass kind='nngp' or 'ntk', or use a "
+                                 "path ending in .zarr for both")
+            return _npy_store(path, names, shape, dt)
+        raise ValueError(f"out as a path must end with '.zarr' (a zarr store) or '.npy' (a memmap); got {path!r}")
+    if _is_zarr_group(out):
+        return _zarr_group_store(out, names, shape, dt, location=_local_dir(out))
+    parts = _out_parts(out, kind)
+    for k, o in parts.items():
+        if tuple(getattr(o, "shape", ())) != (n, m):
+            raise ValueError(f"out ({k}) must have shape {(n, m)}; got {getattr(o, 'shape', None)}")
+    first = parts[names[0]]
+    if all(_is_zarr_array(o) for o in parts.values()):
+        for k, o in parts.items():
+            if np.dtype(o.dtype) != dt:
+                raise TypeError(f"out ({k}) must have dtype {dt.name} (the dtype argument); got {o.dtype}")
+        d = _local_dir(first)
+        st = Store("zarr", names, arrays=parts, zarr_meta=list(parts.values()),
+                   done_dir=None if d is None else os.path.join(d, _DONE), location=d)
+        return st, lambda tile: st
+    if all(isinstance(o, np.memmap) and getattr(o, "filename", None) for o in parts.values()):
+        fn = first.filename
+        for k, o in parts.items():
+            if np.dtype(o.dtype) != dt:
+                raise TypeError(f"out ({k}) must have dtype {dt.name} (the dtype argument); got {o.dtype}")
+        st = Store("memmap", names, arrays=parts, meta_path=fn + ".ntkfast.json", done_dir=fn + ".ntkfast.done",
+                   location=fn)
+        return st, lambda tile: st
+    st = Store("array", names, arrays=parts)
+    return st, lambda tile: st
+
+
+def _zarr_path_store(path, names, shape, dt):
+    import zarr
+    if os.path.exists(path):
+        try:
+            g = zarr.open_group(path, mode="r+")
+        except Exception as e:
+            raise ValueError(f"out={path!r} exists and is not a zarr group ({type(e).__name__}: {e}); remove it or "
+                             "pass another path") from None
+        if "ntkfast" not in g.attrs:
+            raise ValueError(f"out={path!r} exists and is not an ntkfast Gram store (no 'ntkfast' attribute); "
+                             "remove it or pass another path")
+        return _zarr_group_store(g, names, shape, dt, location=path)
+
+    def create(tile):
+        g = zarr.open_group(path, mode="a")
+        return _zarr_group_store(g, names, shape, dt, location=path)[0]._create(tile)
+    st = Store("zarr", names, arrays=None, zarr_meta=None, done_dir=os.path.join(path, _DONE), location=path)
+    return st, create
+
+
+def _zarr_group_store(g, names, shape, dt, location):
+    d = _local_dir(g)
+    st = Store("zarr", names, arrays={k: g[k] for k in names if k in g}, zarr_meta=[g],
+               done_dir=None if d is None else os.path.join(d, _DONE), location=location, group=g)
+    st._shape, st._dtype = tuple(shape), dt
+
+    def create(tile):
+        return st._create(tile)
+    return st, create
+
+
+def _create_zarr(self, tile):
+    """Create the missing arrays of a zarr group store, chunked (tile, tile), NaN-filled, uncompressed."""
+    g = self._group
+    for k in self.names:
+        if k not in g:
+            self._arrays[k] = g.create_array(k, shape=self._shape, chunks=(tile, tile), dtype=self._dtype,
+                                             compressors=None, fill_value=np.nan)
+        else:
+            self._arrays[k] = g[k]
+    return self
+
+
+Store._create = _create_zarr
+
+
+def _npy_store(path, names, shape, dt):
+    meta_path, done_dir = path + ".ntkfast.json", path + ".ntkfast.done"
+    exists = os.path.exists(path)
+    if exists and not os.path.exists(meta_path):
+        raise ValueError(f"out={path!r} exists and is not an ntkfast Gram store (no sidecar {meta_path!r}); remove "
+                         "it or pass another path")
+    st = Store("memmap", names, paths={names[0]: path}, meta_path=meta_path, done_dir=done_dir, location=path)
+
+    def create(tile):
+        if not os.path.exists(path):
+            np.lib.format.open_memmap(path, mode="w+", dtype=dt, shape=shape).flush()
+        a = np.load(path, mmap_mode="r+")
+        if a.shape != tuple(shape) or a.dtype != dt:
+            raise ValueError(f"out={path!r} holds a {a.dtype} array of shape {a.shape}; expected {dt.name} {tuple(shape)}")
+        st._arrays = {names[0]: a}
+        return st
+    return st, create
