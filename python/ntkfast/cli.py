@@ -16,6 +16,9 @@ _COMMAND_MODULES = (
     "ntkfast.commands",      # info, gram, bench
     "ntkfast.krr",           # krr
     "ntkfast.taylor",        # taylor
+    "ntkfast.stability",     # stability (Bietti & Mairal Fig. 1)
+    "ntkfast.spectrum",      # spectrum (Mercer eigenvalues on the sphere)
+    "ntkfast.smoothness",    # smoothness (Hölder 1/2 of the NTK)
 )
 
 

@@ -1,0 +1,192 @@
+"""Smoothness of the kernel feature maps (Bietti & Mairal 2019, Props. 3-4).
+
+For nearby inputs x and y = x + delta |x| v (v a random unit direction), the NTK feature map satisfies only
+||Phi(x) - Phi(y)|| ~ ||x - y||^(1/2) (it is 1/2-Hölder, not Lipschitz: the ratio ||Phi(x) - Phi(y)|| /
+||x - y|| blows up like ||x - y||^(-1/2)), while the NNGP/CKN (arc-cosine-1) map is Lipschitz (the ratio
+stays bounded). :func:`holder_curve` measures the relative feature distance over a range of relative input
+distances with :func:`ntkfast.gram`, :func:`fit_slope` fits the log-log slope.
+
+Precision: the NTK term is ``T (pi - theta) / (2 pi)`` with theta ~ sqrt(2 (1 - rho)); a rounding error e in
+rho moves theta by about sqrt(2 e) near rho = 1, so these measurements need ``dtype='float64'`` (the
+default here): float32 (e ~ 6e-8) would blur theta by ~3e-4 and flatten the curve for delta below ~1e-3.
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+
+import numpy as np
+
+from .inputs import Kernels
+
+__all__ = ["perturb", "holder_curve", "fit_slope", "HolderCurve", "smoothness_experiment", "smoothness_table",
+           "plot_smoothness", "DEFAULT_DELTAS", "register_cli"]
+
+DEFAULT_DELTAS = tuple(np.logspace(-6, -1, 11).tolist())
+
+
+def perturb(x, deltas, n_dirs=2, seed=0):
+    """Perturbed copies y = x + delta |x| v of one input x (any shape S), for each delta and each of
+    ``n_dirs`` random unit directions v (Gaussian, normalized; ``numpy.random.default_rng(seed)``).
+    Returns float64 (len(deltas) * n_dirs,) + S, ordered delta-major."""
+    x = np.asarray(x, dtype=np.float64)
+    deltas = _deltas(deltas)
+    if isinstance(n_dirs, bool) or not isinstance(n_dirs, numbers.Integral) or n_dirs < 1:
+        raise ValueError(f"n_dirs must be a positive int; got {n_dirs!r}")
+    nx = np.linalg.norm(x)
+    if not np.isfinite(nx) or nx == 0:
+        raise ValueError("x must be finite and nonzero")
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((n_dirs,) + x.shape)
+    V /= np.linalg.norm(V.reshape(n_dirs, -1), axis=1).reshape((n_dirs,) + (1,) * x.ndim)
+    return np.stack([x + d * nx * V[j] for d in deltas for j in range(n_dirs)])
+
+
+def _deltas(deltas):
+    d = np.asarray(deltas, dtype=np.float64)
+    if d.ndim != 1 or len(d) < 2 or np.any(~np.isfinite(d)) or np.any(d <= 0):
+        raise ValueError(f"deltas must be a 1-d list of at least 2 positive numbers; got {deltas!r}")
+    return d
+
+
+@dataclasses.dataclass
+class HolderCurve:
+    """deltas (D,): relative input distances ||x - y|| / ||x||; dist: Kernels of (D, n_dirs) relative
+    feature distances ||Phi(x) - Phi(y)|| / ||Phi(x)||; label: a name for tables and plots."""
+    label: str
+    deltas: np.ndarray
+    dist: Kernels
+
+    def slope(self, kind, dmin=None, dmax=None):
+        return fit_slope(self.deltas, getattr(self.dist, kind), dmin=dmin, dmax=dmax)
+
+
+def holder_curve(x, *, arch, deltas=DEFAULT_DELTAS, n_dirs=2, seed=0, device="auto", dtype="float64", label=""):
+    """Relative feature distances of ``arch``'s NNGP and NTK between x (one input: (H, W, C) image or (D,)
+    vector) and its perturbations (see :func:`perturb`). Returns a :class:`HolderCurve`."""
+    from .stability import relative_distances
+    deltas = _deltas(deltas)
+    x = np.asarray(x, dtype=np.float64)
+    Y = perturb(x, deltas, n_dirs, seed)
+    d = relative_distances(x[None], Y, arch=arch, device=device, dtype=dtype)
+    return HolderCurve(label, deltas, Kernels(*(np.asarray(k)[0].reshape(len(deltas), n_dirs) for k in d)))
+
+
+def fit_slope(deltas, dist, dmin=None, dmax=None):
+    """Least-squares slope of log(mean over directions of dist) against log(delta), on dmin <= delta <= dmax
+    (all by default). deltas (D,), dist (D,) or (D, n_dirs). Returns a float: 1 for a Lipschitz map, 1/2 for
+    the NTK (its ratio dist/delta then has slope -1/2)."""
+    deltas = _deltas(deltas)
+    dist = np.asarray(dist, dtype=np.float64)
+    m = dist.reshape(len(deltas), -1).mean(axis=1)
+    sel = (m > 0) & (deltas <= (np.inf if dmax is None else dmax)) & (deltas >= (0 if dmin is None else dmin))
+    if sel.sum() < 2:
+        raise ValueError("fit_slope needs at least 2 positive distances in the range")
+    return float(np.polyfit(np.log(deltas[sel]), np.log(m[sel]), 1)[0])
+
+
+def _default_inputs(data=None, dim=32, seed=0):
+    """(conv image (28, 28, 1), fc vector (dim,) on the sphere of radius sqrt(dim))."""
+    from . import data as D
+    from .stability import to_mnist_size
+    X, _ = D.load(data)
+    if X.shape[1:3] == (8, 8):
+        X = to_mnist_size(X)
+    img = D.normalize(X[:1], "center_scale")[0]
+    v = np.random.default_rng(seed).standard_normal(dim)
+    return img, v / np.linalg.norm(v) * np.sqrt(dim)
+
+
+def smoothness_experiment(image, vector, *, conv_arch="bietti_mairal", fc_depth=2, deltas=DEFAULT_DELTAS,
+                          n_dirs=2, seed=0, device="auto", dtype="float64"):
+    """Hölder curves for ``presets.fc(fc_depth)`` at ``vector`` (D,) and for the convolutional preset
+    ``conv_arch`` (a name for :func:`ntkfast.presets.by_name`) at ``image`` (H, W, C). Returns a list of
+    two :class:`HolderCurve`."""
+    from . import presets
+    curves = [holder_curve(vector, arch=presets.fc(fc_depth), deltas=deltas, n_dirs=n_dirs, seed=seed,
+                           device=device, dtype=dtype, label=f"fc{fc_depth}"),
+              holder_curve(image, arch=presets.by_name(conv_arch), deltas=deltas, n_dirs=n_dirs, seed=seed,
+                           device=device, dtype=dtype, label=conv_arch)]
+    return curves
+
+
+def smoothness_table(curves, dmin=1e-5, dmax=1e-3):
+    """Text table: per curve and kernel, the fitted slope of ||dPhi|| vs ||dx|| (dmin <= delta <= dmax; below
+    ~1e-5 the Lipschitz maps' distances, ~delta^2 relative in K, reach float64 rounding) and the ratio
+    ||dPhi|| / ||dx|| (relative) at the smallest and largest delta."""
+    lines = [f"fits on {dmin:g} <= delta <= {dmax:g}; ratio = (||dPhi||/||Phi(x)||) / (||dx||/||x||)",
+             f"{'arch':<16} {'kernel':<6} {'slope':>7} {'ratio exp.':>10} {'ratio@min':>10} {'ratio@max':>10}"]
+    for c in curves:
+        for kind in ("nngp", "ntk"):
+            m = getattr(c.dist, kind).mean(axis=1)
+            s = c.slope(kind, dmin, dmax)
+            lines.append(f"{c.label:<16} {kind.upper():<6} {s:7.3f} {s - 1:10.3f} {m[0] / c.deltas[0]:10.3g} "
+                         f"{m[-1] / c.deltas[-1]:10.3g}")
+    return "\n".join(lines)
+
+
+def plot_smoothness(curves, path, dmin=1e-5, dmax=1e-3, dpi=90):
+    """Log-log plot of the ratio ||dPhi|| / ||dx|| (relative) against ||dx|| with fitted slopes; PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    for i, c in enumerate(curves):
+        for kind, mk, ls in (("nngp", "s", "--"), ("ntk", "o", "-")):
+            m = getattr(c.dist, kind).mean(axis=1)
+            s = c.slope(kind, dmin, dmax)
+            ax.loglog(c.deltas, m / c.deltas, mk + ls, ms=3.5, color=f"C{i}",
+                      label=f"{c.label} {'CKN/NNGP' if kind == 'nngp' else 'NTK'}: ratio ~ dx^{s - 1:+.2f}")
+    ax.set_xlabel("relative input distance ||x - y|| / ||x||")
+    ax.set_ylabel("||Phi(x) - Phi(y)|| / ||Phi(x)||  over  ||x - y|| / ||x||")
+    ax.set_title("NTK maps are 1/2-Hölder, CKN/NNGP maps Lipschitz", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def register_cli(sub):
+    p = sub.add_parser("smoothness", help="Hölder smoothness of NTK vs CKN feature maps (Props. 3-4)",
+                       description="||Phi(x) - Phi(y)|| against ||x - y|| for nearby inputs, for the fc NTK/NNGP "
+                                   "and a convolutional preset: fitted log-log slopes (1/2 for the NTK, 1 for "
+                                   "the NNGP/CKN) and a plot of the ratio.")
+    p.add_argument("--data", default=None, help="image source for the convolutional base point (default: the "
+                                                "embedded digits, upsampled to 28x28)")
+    p.add_argument("--arch", default="bietti_mairal", help="convolutional preset name (default bietti_mairal)")
+    p.add_argument("--fc-depth", type=int, default=2, help="depth of the fc preset (default 2)")
+    p.add_argument("--dim", type=int, default=32, help="input dimension of the fc base point (default 32)")
+    p.add_argument("--deltas", default="1e-6,1e-1,11",
+                   help="relative input distances as 'min,max,count' (log-spaced; default 1e-6,1e-1,11)")
+    p.add_argument("--dmin", type=float, default=1e-5, help="smallest delta used in the slope fits (default 1e-5)")
+    p.add_argument("--dmax", type=float, default=1e-3, help="largest delta used in the slope fits (default 1e-3)")
+    p.add_argument("--n-dirs", type=int, default=2, help="random directions per delta (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="default float64")
+    p.add_argument("--out", default="smoothness.png", help="PNG path of the plot (default smoothness.png)")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args):
+    if not str(args.out).lower().endswith(".png"):
+        raise ValueError(f"--out must be a .png path; got {args.out!r}")
+    try:
+        lo, hi, n = args.deltas.split(",")
+        deltas = np.logspace(np.log10(float(lo)), np.log10(float(hi)), int(n))
+    except ValueError:
+        raise ValueError(f"--deltas must be 'min,max,count'; got {args.deltas!r}") from None
+    if args.dim < 2:
+        raise ValueError(f"--dim must be >= 2; got {args.dim}")
+    img, vec = _default_inputs(args.data, args.dim, args.seed)
+    curves = smoothness_experiment(img, vec, conv_arch=args.arch, fc_depth=args.fc_depth, deltas=deltas,
+                                   n_dirs=args.n_dirs, seed=args.seed, device=args.device, dtype=args.dtype)
+    print(f"ntkfast smoothness: fc{args.fc_depth} on a point of the sphere of radius sqrt({args.dim}), "
+          f"{args.arch} on {args.data or 'digits'} image 0 (center_scale), dtype={args.dtype}, "
+          f"{args.n_dirs} directions per delta")
+    print(smoothness_table(curves, args.dmin, args.dmax))
+    plot_smoothness(curves, args.out, args.dmin, args.dmax)
+    print(f"plot written to {args.out}")
+    return 0
