@@ -294,3 +294,15 @@ def test_cli_krr_bad_input(tiny_npz, tmp_path, capsys):
     assert "train + test must be <= the 36 items available" in capsys.readouterr().err
     assert main(["krr", "--data", path, "--out", "pred.txt"]) == 2
     assert "--out must end with .npy or .csv; got 'pred.txt'" in capsys.readouterr().err
+
+
+def test_prepare_images_fits_zca_on_train_only():
+    from ntkfast import data
+    rng = np.random.default_rng(6)
+    A, B = rng.uniform(size=(30, 4, 4, 1)), rng.uniform(size=(5, 4, 4, 1)) * 3.0
+    tr, te = krr.prepare_images(A, B, nf.presets.cntk(1), normalize="zca", pad=6)
+    assert tr.shape == (30, 6, 6, 1) and te.shape == (5, 6, 6, 1)
+    np.testing.assert_allclose(te[:, 1:5, 1:5], data.normalize(B, "zca", zca_fit=A), rtol=1e-12)
+    assert not np.allclose(te[:, 1:5, 1:5], data.normalize(B, "zca"))     # fitted on the test set instead
+    tr, te = krr.prepare_images(A, B, nf.presets.fc(1))
+    assert tr.shape == (30, 16) and te.shape == (5, 16)

@@ -630,13 +630,7 @@ def _cli_krr(args):
     classes = np.unique(ytr)
     if len(classes) < 2:
         raise ValueError(f"the training labels must contain at least 2 classes; got 1 class: {classes.tolist()}")
-    fit = Xtr if args.normalize != "zca" else None
-    Xtr = D.normalize(Xtr, args.normalize, zca_fit=fit)
-    Xte = D.normalize(Xte, args.normalize, zca_fit=fit if fit is not None else None)
-    if args.pad is not None:
-        Xtr, Xte = D.pad(Xtr, args.pad), D.pad(Xte, args.pad)
-    if not arch.convolutional:
-        Xtr, Xte = Xtr.reshape(len(Xtr), -1), Xte.reshape(len(Xte), -1)
+    Xtr, Xte = prepare_images(Xtr, Xte, arch, normalize=args.normalize, pad=args.pad)
     arch.plan(Xtr.shape[1:])          # a net that does not fit the images fails here, before any work
     Ytr, _ = one_hot(ytr, classes)
     n, m = len(Xtr), len(Xte)
@@ -679,6 +673,19 @@ def _cli_krr(args):
         print(f"  written  : {args.out}")
     print(f"  total    : {t3 - t0:.2f} s")
     return 0
+
+
+def prepare_images(X_train, X_test, arch, *, normalize="center_scale", pad=None):
+    """Normalize (ZCA, if asked, fitted on the training images only), zero-pad to ``pad`` x ``pad``, and
+    flatten for a fully-connected ``arch``. Returns float64 (X_train, X_test) as ``arch`` takes them."""
+    from . import data as D
+    Xtr = D.normalize(X_train, normalize)
+    Xte = D.normalize(X_test, normalize, zca_fit=X_train if normalize == "zca" else None)
+    if pad is not None:
+        Xtr, Xte = D.pad(Xtr, pad), D.pad(Xte, pad)
+    if not arch.convolutional:
+        Xtr, Xte = Xtr.reshape(len(Xtr), -1), Xte.reshape(len(Xte), -1)
+    return Xtr, Xte
 
 
 def _is_dir(path):
