@@ -545,8 +545,9 @@ def register_cli(sub):
     p.add_argument("--train", type=int, default=None, metavar="N",
                    help="training set: the first N items (default: all but the test set)")
     p.add_argument("--test", type=int, default=None, metavar="M",
-                   help=f"test set: the last M items of --data, or the first M of --test-data (default: "
-                        f"{_DIGITS_TEST} for the embedded digits, a quarter of a given set, all of --test-data)")
+                   help=f"test set: the last M items of --data, or the first M of --test-data (default: the "
+                        f"items after --train; without --train, {_DIGITS_TEST} for the embedded digits, a quarter "
+                        f"of a given set, all of --test-data)")
     p.add_argument("--arch", default=_DEFAULT_ARCH,
                    help=f"preset name: gapN, flatN, myrtle5|7|10, bietti_mairal, fcN (default {_DEFAULT_ARCH})")
     p.add_argument("--kind", choices=("ntk", "nngp"), default="ntk", help="kernel (default ntk)")
