@@ -208,10 +208,11 @@ def _compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, device, threads
 
 
 def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=None, out=None, threads=None,
-            memory_budget=None, progress=False):
+            memory_budget=None, progress=False, resolve=True):
     """Check everything, choose the tile, open or create the output store and find the pending tiles.
 
-    Same arguments as :func:`gram`. Raises (TypeError, ValueError, MemoryError) before any kernel work.
+    Same arguments as :func:`gram`; ``resolve=False`` keeps ``device`` as given (for tasks that resolve
+    'auto' where they run; the default tile is then the CPU's unless device='cuda'). Raises (TypeError, ValueError, MemoryError) before any kernel work.
     Returns a :class:`GramJob`; ``job.run()`` computes it here, :mod:`ntkfast.distributed` on a Dask cluster.
     """
     from . import memory as M
@@ -228,7 +229,12 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
     for name, a in (("X", X), ("Y", Y)):
         if a is not None and not np.isfinite(a).all():
             raise ValueError(f"{name} overflows {dt.name}: values beyond its range became Inf")
-    dev = resolve_device(device)
+    if resolve:
+        dev = resolve_device(device)
+    elif device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
+    else:
+        dev = device
     input_shape = tuple(plan.input_shape)
     prog = compile_program(arch, input_shape)
     sym = Y is None
@@ -257,13 +263,13 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
         if budget is not None:
             e0 = est(0)
             fixed = e0.total - e0.per_tile
-            cap = max(min(4 * DEFAULT_TILE[dev], max(n, m)), multiple)
+            cap = max(min(4 * DEFAULT_TILE.get(dev, DEFAULT_TILE['cpu']), max(n, m)), multiple)
             tile = M.choose_tile(budget, fixed, kinds, isz, store.kind, cap, multiple)
             if tile is None:
                 e1 = est(multiple)
                 raise MemoryError(_budget_message(budget, e1.total, e1, store.kind, multiple))
         else:
-            tile = max(multiple, DEFAULT_TILE[dev] // multiple * multiple)
+            tile = max(multiple, DEFAULT_TILE.get(dev, DEFAULT_TILE['cpu']) // multiple * multiple)
     if chunks and (tile % chunks[0] or tile % chunks[1]):
         raise ValueError(f"tile={tile} must be a multiple of the zarr chunk shape {chunks} of out, so that tiles "
                          "never share a chunk")

@@ -1,0 +1,308 @@
+"""Kernel ridge regression on a Gram matrix that does not fit in memory: it is streamed in row blocks.
+
+:func:`solve` solves ``(K + lam I) alpha = Y`` for several right-hand sides at once by preconditioned
+conjugate gradients (PCG). Each iteration reads the Gram once, block of rows by block of rows, from a zarr
+array, a numpy memmap or any (N, N) array-like that can be sliced by rows (``K[r0:r1]``), and multiplies
+the block with the search directions of every still-unconverged column.
+
+Preconditioner: a randomized Nyström approximation ``K ~ U diag(L) U^T`` of rank r (Frangella, Tropp &
+Udell, "Randomized Nyström preconditioning", 2023), built from one extra pass ``K Omega`` with an
+orthonormal Gaussian test matrix Omega (N, r):
+
+    P^-1 = (L_r + lam) U (diag(L) + lam)^-1 U^T + (I - U U^T)
+
+It flattens the top of the spectrum, so the iteration count is governed by the eigenvalues below the r-th;
+kernel Grams decay fast, so a rank of a few hundred typically turns thousands of CG iterations into tens.
+``rank=0`` gives plain CG.
+
+Ridge convention: the same as :mod:`ntkfast.krr`, relative to the trace: ``lam = ridge * tr(K) / N``
+(the diagonal is read during the first pass).
+
+Memory (bytes; N rows, b block rows, s = itemsize of the Gram, r = rank, T = right-hand sides):
+``b * N * (2 s + 8)`` for a block (its read buffers and a float64 copy) + ``3 * N * r * 8`` for the
+sketch + ``6 * N * T * 8`` for the CG vectors. ``memory_budget`` picks b from this; a zarr Gram is read in
+whole chunk rows.
+
+Devices: the vectors and block products run on a GPU with cupy (imported only then) when ``device='cuda'``,
+or ``'auto'`` with cupy importable and a GPU usable; blocks are read on the host and copied over.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+import time
+from collections import namedtuple
+
+import numpy as np
+
+__all__ = ["solve", "predict", "open_gram", "SolveInfo", "block_rows_for"]
+
+SolveInfo = namedtuple("SolveInfo", ["iterations", "residuals", "converged", "passes", "rank", "lam", "block_rows",
+                                     "seconds"])
+SolveInfo.__doc__ = """Diagnostics of :func:`solve`: iterations (int), residuals (float64 (T,) final relative
+residuals ``||Y - (K + lam I) alpha|| / ||Y||`` per column, recomputed from K), converged (bool), passes
+(reads of the whole Gram), rank (of the preconditioner), lam (absolute ridge), block_rows, seconds."""
+
+
+def open_gram(path, kind=None):
+    """The (N, N) Gram array of a store written by :func:`ntkfast.gram`: a ``.zarr`` group (``kind`` 'nngp'
+    or 'ntk'; may be omitted when it holds one) or a ``.npy`` memmap. Read-only; nothing is loaded."""
+    path = os.fspath(path)
+    if path.endswith(".npy"):
+        return np.load(path, mmap_mode="r")
+    if path.endswith(".zarr"):
+        import zarr
+        g = zarr.open_group(path, mode="r")
+        held = [k for k in ("nngp", "ntk") if k in g]
+        if kind is None:
+            if len(held) != 1:
+                raise ValueError(f"kind must be 'nngp' or 'ntk' for {path!r}, which holds {held}")
+            kind = held[0]
+        if kind not in held:
+            raise ValueError(f"kind={kind!r} is not in {path!r}, which holds {held}")
+        return g[kind]
+    raise ValueError(f"path must end with .zarr or .npy; got {path!r}")
+
+
+def _gram_array(K, kind):
+    if isinstance(K, (str, os.PathLike)):
+        return open_gram(K, kind)
+    if not hasattr(K, "shape") or not hasattr(K, "__getitem__"):
+        raise TypeError(f"K must be an (N, N) array, zarr array, memmap or a path to a store; got {type(K).__name__}")
+    return K
+
+
+def _xp(device):
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
+    if device == "cpu":
+        return np
+    try:
+        import cupy
+        ok = cupy.cuda.runtime.getDeviceCount() > 0
+        err = "device count 0"
+    except Exception as e:  # ImportError, or a CUDA runtime without a driver
+        cupy, ok, err = None, False, f"{type(e).__name__}: {e}"
+    if ok:
+        return cupy
+    if device == "cuda":
+        raise RuntimeError(f"device='cuda' needs cupy and a usable GPU ({err}); install the GPU extra: "
+                           "pip install 'ntkfast[gpu]'")
+    return np
+
+
+def _chunk_rows(K):
+    ch = getattr(K, "chunks", None)
+    if isinstance(ch, tuple) and ch and isinstance(ch[0], numbers.Integral):
+        return int(ch[0])
+    return 1
+
+
+def block_rows_for(K, n_rhs, rank, memory_budget=None):
+    """Rows per streamed block: from ``memory_budget`` (bytes or '2GB'; see the module's memory model) or a
+    256 MB block by default; a multiple of a zarr Gram's chunk rows when possible. MemoryError if none fits."""
+    from .memory import parse_bytes, format_bytes
+    n = int(K.shape[0])
+    s = np.dtype(K.dtype).itemsize
+    per_row = n * (2 * s + 8)
+    fixed = 3 * n * rank * 8 + 6 * n * max(n_rhs, 1) * 8
+    c = _chunk_rows(K)
+    if memory_budget is None:
+        b = max(1, (256 * 2**20) // per_row)
+    else:
+        budget = parse_bytes(memory_budget)
+        b = (budget - fixed) // per_row
+        if b < 1:
+            raise MemoryError(f"memory_budget={format_bytes(budget)} is too small for the streaming solver: it needs "
+                              f"{format_bytes(fixed + per_row)} (sketch and CG vectors {format_bytes(fixed)}, one "
+                              f"row block {format_bytes(per_row)}); raise the budget or lower rank")
+    if b >= c:
+        b = b // c * c
+    return int(min(b, n))
+
+
+def _matmul(K, V, rows, xp, diag=None):
+    """K @ V streamed by row blocks (V on device xp, float64); fills ``diag`` (numpy) with K's diagonal."""
+    n = K.shape[0]
+    out = xp.empty((n, V.shape[1]), dtype=np.float64)
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        blk = np.asarray(K[r0:r1])
+        if diag is not None:
+            diag[r0:r1] = blk[np.arange(r1 - r0), np.arange(r0, r1)]
+        out[r0:r1] = xp.asarray(blk, dtype=np.float64) @ V
+    return out
+
+
+def solve(K, Y, ridge, *, kind=None, tol=1e-6, maxiter=None, rank=None, block_rows=None, memory_budget=None,
+          device="auto", seed=0, progress=False, return_info=False):
+    """Kernel ridge coefficients ``alpha = (K + ridge * tr(K)/N * I)^-1 Y`` by streamed Nyström-PCG.
+
+    Parameters
+    ----------
+    K : (N, N) symmetric PSD Gram, float32 or float64: a zarr array, a numpy memmap or array, or a path to
+        a store written by :func:`ntkfast.gram` (``.zarr`` with ``kind``, or ``.npy``). Read by row blocks.
+    Y : (N,) or (N, T) targets (e.g. one-hot labels); all T columns are solved together.
+    ridge : float >= 0, relative to the trace (see :mod:`ntkfast.krr`); must be > 0 when K is singular.
+    kind : 'nngp' or 'ntk' when K is a .zarr path holding both.
+    tol : stop when every column's relative residual ``||Y - (K + lam I) alpha|| / ||Y||`` is <= tol
+        (default 1e-6). The error of alpha is at most cond(K + lam I) times the residual.
+    maxiter : PCG iterations at most (default: N).
+    rank : rank of the Nyström preconditioner (default min(N, 256); 0 = plain CG).
+    block_rows : rows per streamed block (default: from ``memory_budget``, else 256 MB blocks).
+    memory_budget : None, bytes or a string like '2GB' (see the module's memory model).
+    device : 'auto' (cupy on a usable GPU, else numpy), 'cpu' or 'cuda'.
+    seed : seed of the Nyström test matrix (default 0): results are deterministic.
+    progress : a tqdm bar over iterations.
+    return_info : also return a :class:`SolveInfo`.
+
+    Returns
+    -------
+    alpha : float64 numpy array shaped like Y (and a SolveInfo when ``return_info``).
+    """
+    t0 = time.perf_counter()
+    K = _gram_array(K, kind)
+    if len(K.shape) != 2 or K.shape[0] != K.shape[1]:
+        raise ValueError(f"K must be a square (N, N) Gram; got shape {tuple(K.shape)}")
+    n = int(K.shape[0])
+    if np.dtype(K.dtype) not in (np.float32, np.float64):
+        raise TypeError(f"K must have dtype float32 or float64; got {K.dtype}")
+    Yn = np.asarray(Y, dtype=np.float64)
+    vec = Yn.ndim == 1
+    if vec:
+        Yn = Yn[:, None]
+    if Yn.ndim != 2 or Yn.shape[0] != n:
+        raise ValueError(f"Y must have shape (N,) or (N, T) with N = {n}; got {np.shape(Y)}")
+    if not np.isfinite(Yn).all():
+        raise ValueError("Y must be finite; got NaN/Inf")
+    if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not np.isfinite(ridge) or ridge < 0:
+        raise ValueError(f"ridge must be a finite float >= 0 (relative to tr(K)/N); got {ridge!r}")
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
+        raise ValueError(f"tol must be a float in (0, 1); got {tol!r}")
+    maxiter = n if maxiter is None else maxiter
+    if isinstance(maxiter, bool) or not isinstance(maxiter, numbers.Integral) or maxiter < 1:
+        raise ValueError(f"maxiter must be a positive int; got {maxiter!r}")
+    rank = min(n, 256) if rank is None else rank
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank <= n:
+        raise ValueError(f"rank must be an int in [0, N={n}]; got {rank!r}")
+    T = Yn.shape[1]
+    if block_rows is None:
+        block_rows = block_rows_for(K, T, rank, memory_budget)
+    elif isinstance(block_rows, bool) or not isinstance(block_rows, numbers.Integral) or block_rows < 1:
+        raise ValueError(f"block_rows must be a positive int; got {block_rows!r}")
+    xp = _xp(device)
+
+    def asnp(a):
+        return a.get() if xp is not np else a
+
+    diag = np.empty(n)
+    passes = 0
+    if rank > 0:
+        rng = np.random.default_rng(seed)
+        Om, _ = np.linalg.qr(rng.standard_normal((n, rank)))
+        Om = xp.asarray(Om)
+        Ys = _matmul(K, Om, block_rows, xp, diag)
+        passes += 1
+        nu = np.sqrt(n) * np.finfo(np.float64).eps * float(xp.linalg.norm(Ys, 2))
+        Ys = Ys + nu * Om
+        Cm = Om.T @ Ys
+        Cm = (Cm + Cm.T) * 0.5
+        Lc = xp.linalg.cholesky(Cm)
+        B = xp.linalg.solve(Lc, Ys.T).T          # Ys @ Lc^-T
+        U, S, _ = xp.linalg.svd(B, full_matrices=False)
+        lam_ny = xp.maximum(S * S - nu, 0.0)
+        del Om, Ys, B
+    else:
+        _matmul(K, xp.zeros((n, 0)), block_rows, xp, diag)   # one pass for the trace
+        passes += 1
+    trace = float(diag.sum())
+    if not trace > 0:
+        raise ValueError(f"K must have a positive trace; got tr(K) = {trace:.3g}")
+    lam = ridge * trace / n
+    if rank > 0:
+        if lam <= 0 and float(lam_ny[-1]) <= 0:
+            raise ValueError("ridge must be > 0: the Gram's Nyström approximation is singular")
+        scale = (lam_ny[-1] + lam) / (lam_ny + lam)
+
+        def precond(R):
+            UR = U.T @ R
+            return R - U @ UR + U @ (scale[:, None] * UR)
+    else:
+        def precond(R):
+            return R
+
+    Yd = xp.asarray(Yn)
+    ynorm = xp.linalg.norm(Yd, axis=0)
+    ynorm = xp.where(ynorm > 0, ynorm, 1.0)
+    X = xp.zeros_like(Yd)
+    R = Yd.copy()
+    Z = precond(R)
+    P = Z.copy()
+    rz = xp.sum(R * Z, axis=0)
+    active = np.ones(T, dtype=bool)
+    it = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=maxiter, unit="it", desc="pcg")
+    try:
+        while it < maxiter:
+            rel = asnp(xp.linalg.norm(R, axis=0) / ynorm)
+            active = rel > tol
+            if not active.any():
+                break
+            idx = np.flatnonzero(active)
+            ix = xp.asarray(idx)
+            Pa = P[:, ix]
+            AP = _matmul(K, Pa, block_rows, xp) + lam * Pa
+            passes += 1
+            denom = xp.sum(Pa * AP, axis=0)
+            alpha = rz[ix] / denom
+            X[:, ix] += alpha * Pa
+            R[:, ix] -= alpha * AP
+            Za = precond(R[:, ix])
+            rz_new = xp.sum(R[:, ix] * Za, axis=0)
+            beta = rz_new / rz[ix]
+            P[:, ix] = Za + beta * Pa
+            rz[ix] = rz_new
+            it += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"max residual {rel.max():.2e}, active {len(idx)}", refresh=False)
+    finally:
+        if bar is not None:
+            bar.close()
+    # true residuals, from K itself (one more pass)
+    Rt = Yd - (_matmul(K, X, block_rows, xp) + lam * X)
+    passes += 1
+    res = asnp(xp.linalg.norm(Rt, axis=0) / ynorm)
+    alpha_out = asnp(X)
+    if vec:
+        alpha_out = alpha_out[:, 0]
+    if not return_info:
+        return alpha_out
+    info = SolveInfo(it, res, bool((res <= 10 * tol).all()), passes, int(rank), float(lam), int(block_rows),
+                     time.perf_counter() - t0)
+    return alpha_out, info
+
+
+def predict(K_test, alpha, *, kind=None, block_rows=None, memory_budget=None):
+    """``K_test @ alpha`` streamed by row blocks: K_test (M, N) test-vs-train Gram (array, zarr, memmap or a
+    store path), alpha (N,) or (N, T). Returns float64 (M,) or (M, T)."""
+    Kt = _gram_array(K_test, kind)
+    A = np.asarray(alpha, dtype=np.float64)
+    if len(Kt.shape) != 2 or A.shape[0] != Kt.shape[1]:
+        raise ValueError(f"K_test must be (M, N) with N = len(alpha) = {A.shape[0]}; got shape {tuple(Kt.shape)}")
+    m, n = int(Kt.shape[0]), int(Kt.shape[1])
+    if block_rows is None:
+        s = np.dtype(Kt.dtype).itemsize
+        if memory_budget is None:
+            block_rows = max(1, (256 * 2**20) // (n * (2 * s + 8)))
+        else:
+            from .memory import parse_bytes
+            block_rows = max(1, parse_bytes(memory_budget) // (n * (2 * s + 8)))
+    out = np.empty((m,) + A.shape[1:])
+    for r0 in range(0, m, block_rows):
+        r1 = min(r0 + block_rows, m)
+        out[r0:r1] = np.asarray(Kt[r0:r1], dtype=np.float64) @ A
+    return out
