@@ -289,6 +289,13 @@ class TwoLayer:
         self.W0 = self.xp.asarray(np.concatenate([W0, W0]))
         self.a = self.xp.asarray(np.concatenate([a, -a]))
         self._c = 1.0 / math.sqrt(self.m)
+        self._h = half
+
+    def readout(self, S):
+        """(1/sqrt m) S @ a for S (N, m), summed pair by pair as (S[:, r] - S[:, r + m/2]) a_r so that
+        identical halves (W = 0) cancel exactly in floating point."""
+        h = self._h
+        return (S[:, :h] - S[:, h:]) @ self.a[:h] * self._c
 
     def sigma(self, z, k=0):
         """k-th derivative of this net's activation at z."""
@@ -313,16 +320,16 @@ class TwoLayer:
         return (self.sigma(X @ self.W0.T, k) * U ** k / math.factorial(k)) @ self.a * self._c
 
     def network(self, X, W):
-        """f_W(x) (N,); exactly 0 at W = 0 by the symmetric initialisation."""
+        """f_W(x) (N,); exactly 0 at W = 0 (symmetric initialisation, pairs summed first)."""
         X, W = self._inputs(X, W)
-        return self.sigma(X @ (self.W0 + W).T) @ self.a * self._c
+        return self.readout(self.sigma(X @ (self.W0 + W).T))
 
     def sign_average(self, X, W):
         """E_S f_{W0 + S W}(x) over independent signs s_r = +-1, exactly: (1/sqrt m) sum_r a_r
         [sigma((w0_r + w_r)^T x) + sigma((w0_r - w_r)^T x)] / 2 = f^(2) + f^(4) + ... -> (N,)."""
         X, W = self._inputs(X, W)
         Z0, U = X @ self.W0.T, X @ W.T
-        return 0.5 * (self.sigma(Z0 + U) + self.sigma(Z0 - U)) @ self.a * self._c
+        return self.readout(0.5 * (self.sigma(Z0 + U) + self.sigma(Z0 - U)))
 
     def output(self, model, X, W):
         """Prediction of a trained model: 'linearized' f^(1), 'quadratic'/'hierarchical' f^(2), 'full' f_W,
@@ -396,7 +403,7 @@ class Objective:
             return 0.5 * (self.D * U * U).sum(axis=1), U
         if signs is not None:
             U = U * signs
-        return net.sigma(self.Z0 + U) @ net.a * net._c, U
+        return net.readout(net.sigma(self.Z0 + U)), U
 
     def _draws(self):
         if self.model != "randomized":
@@ -792,8 +799,9 @@ def crossing(ns, errors, threshold):
 def fit_exponents(study, threshold=0.1):
     """Per (p, r, model): n*(d) from :func:`crossing` and the least-squares slope of log n* on log d.
 
-    Returns a list of dicts (p, r, model, theory, exponent (None when fewer than 2 dims reach the
-    threshold, or when n* sits at the first grid point for every d), nstar {d: n* or None})."""
+    Returns a list of dicts (p, r, model, theory, exponent (None when fewer than 2 dims have an n* inside
+    the grid), nstar {d: n* or None}, below_grid [d whose first grid point already reaches the threshold, so
+    that n* <= that point; excluded from the fit])."""
     rows = []
     keys = []
     for rec in study.records:
@@ -811,7 +819,8 @@ def fit_exponents(study, threshold=0.1):
         exponent = None
         if len(ok) >= 2:
             exponent = float(np.polyfit(np.log(ok), np.log([nstar[d] for d in ok]), 1)[0])
-        rows.append(dict(p=p, r=r, model=mdl, theory=THEORY_EXPONENT[mdl](p), exponent=exponent, nstar=nstar))
+        rows.append(dict(p=p, r=r, model=mdl, theory=THEORY_EXPONENT[mdl](p), exponent=exponent, nstar=nstar,
+                         below_grid=[d for d in nstar if nstar[d] is not None and nstar[d] <= first[d]]))
     return rows
 
 
@@ -826,12 +835,17 @@ def format_table(rows, threshold):
         cells = []
         for d in dims:
             v = row["nstar"].get(d, "missing")
-            cells.append("-" if v == "missing" else (">grid" if v is None else f"{v:.0f}"))
+            if v == "missing":
+                cells.append("-")
+            elif v is None:
+                cells.append(">grid")
+            else:
+                cells.append(("<=" if d in row.get("below_grid", ()) else "") + f"{v:.0f}")
         tgt = f"p={row['p']}, r={row['r']}"
         lines.append("| " + " | ".join([tgt, row["model"], th, ex] + cells) + " |")
     lines.append(f"\nn* = training-set size at which the test MSE (target variance 1) first reaches "
-                 f"{threshold:g} (log-log interpolation); '>grid': not reached; fitted = slope of log n* on "
-                 f"log d.")
+                 f"{threshold:g} (log-log interpolation); '>grid': not reached; '<=n': reached at the first grid "
+                 f"point; fitted = least-squares slope of log n* on log d over the dims with n* inside the grid.")
     return "\n".join(lines)
 
 
