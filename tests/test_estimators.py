@@ -37,7 +37,7 @@ def test_regressor_matches_closed_form_krr():
     Kt = nf.reference.fc_closed_form(Xt, X, depth=2, kind="nngp")
     alpha = np.linalg.solve(K + 0.05 * np.trace(K) / 40 * np.eye(40), y)
     np.testing.assert_allclose(est.predict(Xt), Kt @ alpha, rtol=1e-9, atol=1e-12)
-    assert est.ridge_ == 0.05 and est.cv_results_ is None
+    assert est.ridge_ == 0.05 and est.ridge_selection_ is None
     # multi-output targets
     Y2 = np.stack([y, -2 * y], 1)
     p2 = NTKRegressor(arch="fc2", kind="nngp", ridge=0.05, dtype="float64").fit(X, Y2).predict(Xt)

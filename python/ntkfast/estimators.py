@@ -134,7 +134,7 @@ class _NTKBase(BaseEstimator):
         self.X_fit_ = Xs
         self.alpha_ = model.alpha_
         self.ridge_ = model.ridge_
-        self.cv_results_ = model.selection_
+        self.ridge_selection_ = model.selection_
         self._krr = model
         return self
 
@@ -177,7 +177,7 @@ class NTKRegressor(RegressorMixin, _NTKBase):
 
     Attributes
     ----------
-    ridge_ : float, the ridge used. cv_results_ : ntkfast.krr.RidgeSelection or None (scalar ridge).
+    ridge_ : float, the ridge used. ridge_selection_ : ntkfast.krr.RidgeSelection or None (scalar ridge).
     alpha_ : float64 (N,) or (N, T) dual coefficients. X_fit_ : the training inputs as the arch takes them.
     arch_ : the resolved Arch. n_features_in_ : X.shape[1] at fit.
     """
