@@ -105,7 +105,10 @@ def warp(X, field, order=3):
     out = np.empty_like(X)
     for n in range(X.shape[0]):
         for c in range(X.shape[3]):
-            out[n, :, :, c] = map_coordinates(X[n, :, :, c], coords, order=order, mode="constant", cval=0.0)
+            # 'grid-constant': the image continues as zeros, also for the spline prefilter ('constant' would
+            # not interpolate between the edge pixel and the zero outside)
+            out[n, :, :, c] = map_coordinates(X[n, :, :, c], coords, order=order, mode="grid-constant",
+                                              cval=0.0)
     return out
 
 
@@ -266,8 +269,8 @@ def fig1(X, labels, *, arch=None, alphas=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), n_
     pixels. ``normalize`` ('center_scale' (default) or 'none', see :func:`ntkfast.data.normalize`) is applied
     to every image after its transformation, as a preprocessing step of the kernel. Same-label distances
     use the comparison digits that share the reference's label (at least one is required), any-label
-    distances all of them. ``arch`` defaults to ``presets.bietti_mairal()`` (28 x 28
-    inputs). Returns a :class:`Fig1Result`. Cost: n_ref * (2 len(alphas) n_deform) + n_compare + n_ref
+    distances all of them. ``arch`` defaults to ``presets.bietti_mairal()`` (28 x 28 inputs).
+    Returns a :class:`Fig1Result`. Cost: n_ref * (2 len(alphas) n_deform) + n_compare + n_ref
     self kernels plus as many cross pairs.
     """
     from . import presets
