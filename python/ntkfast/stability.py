@@ -453,8 +453,9 @@ def _cli(args):
     dt = time.perf_counter() - t0
     src = args.data or D.DEFAULT_NAME
     print(f"ntkfast stability: arch={args.arch} data={src}{note} method={args.method} "
-          f"smoothness={args.smoothness} max_shift={args.max_shift} normalize={args.normalize}\n  n_ref={args.n_ref} n_deform={args.n_deform} "
-          f"n_compare={args.n_compare} seed={args.seed} dtype={args.dtype} ({dt:.1f} s)")
+          f"smoothness={args.smoothness} max_shift={args.max_shift} normalize={args.normalize}\n"
+          f"  n_ref={args.n_ref} n_deform={args.n_deform} n_compare={args.n_compare} seed={args.seed} "
+          f"dtype={args.dtype} ({dt:.1f} s)")
     print(fig1_table(res))
     plot_fig1(res, args.out, title=f"{args.arch} on {src}{note}, {args.method} deformations")
     print(f"plot written to {args.out}")
