@@ -21,8 +21,19 @@ def register_cli(sub):
                                                   "(default gap5)")
     p.add_argument("-n", "--n", type=int, default=None, metavar="N",
                    help="use the first N images (default: 500 of the embedded digits, all of a given data set)")
-    p.add_argument("--out", default=None, help="write the Gram matrices to a .npy (one kind), .npz (both) file")
+    p.add_argument("--out", default=None,
+                   help="where the Gram goes: a .zarr store (both kernels, chunked by tile; resumable: re-running "
+                        "the same command continues), a .npy memmap (one --kind; resumable), or a .npz file "
+                        "(written at the end, from memory)")
     p.add_argument("--kind", choices=("nngp", "ntk"), default=None, help="compute one kernel only")
+    p.add_argument("--memory-budget", default=None, metavar="BYTES",
+                   help="bound host memory, e.g. 2GB or 512MiB; sets the tile size (see docs/scale.md)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run tiles as tasks on this Dask scheduler (e.g. tcp://host:8786); needs --out .zarr on a "
+                        "filesystem the workers share")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run tiles on a local Dask cluster of N single-threaded worker processes (needs --out)")
     p.set_defaults(func=_gram)
 
     p = sub.add_parser("bench", help="time the Gram kernel on the DESIGN workloads",
@@ -79,33 +90,60 @@ def load_images(data, normalize, n=None, default_n=None):
 def _gram(args):
     import numpy as np
     from . import presets
-    from .gram import gram, resolve_device
+    from .gram import prepare
     arch = presets.by_name(args.arch)
+    out = args.out
+    dask = args.scheduler is not None or args.workers is not None
+    if out is not None and not out.endswith((".zarr", ".npy", ".npz")):
+        raise ValueError(f"--out must end with .zarr, .npy or .npz; got {out!r}")
+    if out is not None and out.endswith(".npy") and args.kind is None:
+        raise ValueError("--out .npy holds one kernel: pass --kind nngp|ntk, or use .zarr (or .npz) for both")
+    if dask and (out is None or not out.endswith((".zarr", ".npy"))):
+        raise ValueError("--scheduler/--workers need --out ending in .zarr (or .npy with --kind): the workers write "
+                         "the tiles there")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1; got {args.workers}")
     X, _ = load_images(args.data, args.normalize, args.n, default_n=500)
     if not arch.convolutional:
         X = X.reshape(len(X), -1)
-    dev = resolve_device(args.device)
+    store_out = out if out is not None and not out.endswith(".npz") else None
     t0 = time.perf_counter()
-    k = gram(X, arch=arch, kind=args.kind, device=dev, dtype=args.dtype, tile=args.tile,
-             progress=args.progress, threads=args.threads)
-    dt = time.perf_counter() - t0
-    n = len(X)
-    pairs = n * (n + 1) // 2
-    shape = k.shape if args.kind else k.nngp.shape
-    print(f"ntkfast gram: arch={args.arch} inputs={tuple(X.shape)} device={dev} dtype={args.dtype}")
-    print(f"  kernels  : {'NNGP+NTK' if args.kind is None else args.kind.upper()}, shape {shape}")
-    print(f"  time     : {dt:.3f} s for {pairs:,} pairs (upper triangle, mirrored)")
-    print(f"  speed    : {pairs / dt:,.0f} pairs/s")
-    if args.out:
-        if args.out.endswith(".npz"):
-            np.savez(args.out, **({"nngp": k.nngp, "ntk": k.ntk} if args.kind is None else {args.kind: k}))
-        elif args.out.endswith(".npy"):
-            if args.kind is None:
-                raise ValueError("--out .npy holds one kernel: pass --kind nngp|ntk, or use .npz for both")
-            np.save(args.out, k)
+    job = prepare(X, arch=arch, kind=args.kind, device=args.device, dtype=args.dtype, tile=args.tile,
+                  progress=args.progress, threads=args.threads, out=store_out, memory_budget=args.memory_budget,
+                  resolve=not dask)
+    where = "in memory" if store_out is None else store_out
+    print(f"ntkfast gram: arch={args.arch} inputs={tuple(X.shape)} device={job.device} dtype={args.dtype}")
+    print(f"  kernels  : {'NNGP+NTK' if args.kind is None else args.kind.upper()}, shape ({job.n}, {job.m}), "
+          f"{where}")
+    print(f"  tiles    : {len(job.tiles)} of {job.tile} images (upper triangle), {len(job.tiles) - len(job.pending)} "
+          f"already done; model memory {job.estimate.total / 1e6:.1f} MB"
+          + (f" of a {job.budget / 1e6:.1f} MB budget" if job.budget else ""), flush=True)
+    pairs = job.pending_pairs
+    t1 = time.perf_counter()
+    if dask:
+        from distributed import Client, LocalCluster
+        from . import distributed as nd
+        if args.scheduler is not None:
+            with Client(args.scheduler) as client:
+                t1 = time.perf_counter()
+                nd.run(job, client, progress=args.progress)
         else:
-            raise ValueError(f"--out must end with .npy or .npz; got {args.out!r}")
-        print(f"  written  : {args.out}")
+            with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                              dashboard_address=None) as cluster, Client(cluster) as client:
+                t1 = time.perf_counter()
+                nd.run(job, client, progress=args.progress)
+    else:
+        job.run(progress=args.progress)
+    dt = time.perf_counter() - t1
+    engine = (f"Dask scheduler {args.scheduler}" if args.scheduler else
+              f"Dask LocalCluster of {args.workers} workers" if args.workers else "this process")
+    print(f"  time     : {dt:.3f} s for {pairs:,} pairs ({engine}; {t1 - t0:.2f} s of setup before)")
+    print(f"  speed    : {pairs / max(dt, 1e-9):,.0f} pairs/s")
+    if out is not None and out.endswith(".npz"):
+        k = job.result()
+        np.savez(out, **({"nngp": k.nngp, "ntk": k.ntk} if args.kind is None else {args.kind: k}))
+    if out is not None:
+        print(f"  written  : {out}")
     return 0
 
 

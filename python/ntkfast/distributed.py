@@ -30,7 +30,7 @@ import uuid
 
 _gram = importlib.import_module("ntkfast.gram")   # the module (the package attribute ``gram`` is the function)
 
-__all__ = ["gram"]
+__all__ = ["gram", "run"]
 
 
 def _self_task(arch, input_shape, X, device, threads):
@@ -79,12 +79,21 @@ def gram(X, Y=None, *, arch, client, out, kind=None, device="auto", dtype="float
         raise ValueError(f"threads must be a positive int (CPU threads per task); got {threads!r}")
     job = _gram.prepare(X, Y, arch=arch, kind=kind, device=device, dtype=dtype, tile=tile, out=out, threads=threads,
                         memory_budget=memory_budget, progress=progress, resolve=False)
+    run(job, client, progress=progress)
+    return job.result()
+
+
+def run(job, client, *, progress=False):
+    """Compute the pending tiles of a prepared :class:`ntkfast.gram.GramJob` (``prepare(..., resolve=False)``)
+    as tasks on ``client``'s cluster; returns the number of tiles computed."""
+    if client is None or not hasattr(client, "submit") or not hasattr(client, "scatter"):
+        raise TypeError(f"client must be a distributed.Client; got {type(client).__name__}")
     if not job.store.resumable:
         raise ValueError("out must be a store on a filesystem the workers share: a path ending in .zarr (or .npy), "
-                         f"or a zarr array on a LocalStore, or a file-backed memmap; got a {job.store.kind} "
-                         f"({type(out).__name__})")
+                         f"or a zarr array on a LocalStore, or a file-backed memmap; got a {job.store.kind} store")
     if not job.pending:
-        return job.result()
+        return 0
+    threads = max(job.threads, 1)
     from distributed import as_completed
     token = uuid.uuid4().hex[:8]
     Xf = client.scatter(job.X, broadcast=True)
@@ -113,5 +122,6 @@ def gram(X, Y=None, *, arch, client, out, kind=None, device="auto", dtype="float
     finally:
         if bar is not None:
             bar.close()
+    n_done = len(job.pending)
     job.pending = []
-    return job.result()
+    return n_done

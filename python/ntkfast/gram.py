@@ -173,6 +173,7 @@ class GramJob:
                                     self.threads)
                 self.store.write_tile(bounds, res, mirror=self.symmetric and a != b)
                 self.store.mark(a, b, bounds)
+                del res                       # one tile in flight: free it before the next is computed
                 count += 1
                 if bar is not None:
                     bar.update(self.pairs_of(bounds, self.symmetric))
