@@ -819,7 +819,7 @@ def fit_exponents(study, threshold=0.1):
 
     Returns a list of dicts (p, r, model, theory, exponent (None when fewer than 2 dims have an n* inside
     the grid), nstar {d: n* or None}, below_grid [d whose first grid point already reaches the threshold, so
-    that n* <= that point; excluded from the fit])."""
+    that n* <= that point; excluded from the fit], beyond_grid [d that never reach it])."""
     rows = []
     keys = []
     for rec in study.records:
@@ -837,8 +837,10 @@ def fit_exponents(study, threshold=0.1):
         exponent = None
         if len(ok) >= 2:
             exponent = float(np.polyfit(np.log(ok), np.log([nstar[d] for d in ok]), 1)[0])
+        censored = [d for d in nstar if nstar[d] is None]
         rows.append(dict(p=p, r=r, model=mdl, theory=THEORY_EXPONENT[mdl](p), exponent=exponent, nstar=nstar,
-                         below_grid=[d for d in nstar if nstar[d] is not None and nstar[d] <= first[d]]))
+                         below_grid=[d for d in nstar if nstar[d] is not None and nstar[d] <= first[d]],
+                         beyond_grid=censored))
     return rows
 
 
@@ -850,6 +852,8 @@ def format_table(rows, threshold):
     for row in rows:
         th = "-" if row["theory"] is None else f"{row['theory']:g}"
         ex = "n/a" if row["exponent"] is None else f"{row['exponent']:.2f}"
+        if row["exponent"] is not None and (row.get("beyond_grid") or row.get("below_grid")):
+            ex += " †"
         cells = []
         for d in dims:
             v = row["nstar"].get(d, "missing")
@@ -863,7 +867,9 @@ def format_table(rows, threshold):
         lines.append("| " + " | ".join([tgt, row["model"], th, ex] + cells) + " |")
     lines.append(f"\nn* = training-set size at which the test MSE (target variance 1) first reaches "
                  f"{threshold:g} (log-log interpolation); '>grid': not reached; '<=n': reached at the first grid "
-                 f"point; fitted = least-squares slope of log n* on log d over the dims with n* inside the grid.")
+                 f"point; fitted = least-squares slope of log n* on log d over the dims with n* inside the grid; "
+                 f"†: some dims are outside the grid and left out of the fit (a '>grid' at a larger d means "
+                 f"faster growth than the fitted slope).")
     return "\n".join(lines)
 
 
@@ -881,6 +887,9 @@ def plot_study(study, path, threshold=0.1):
     for i, (p, r) in enumerate(targets):
         for j, mdl in enumerate(models):
             ax = axes[i][j]
+            if not any((x["p"], x["r"], x["model"]) == (p, r, mdl) for x in study.records):
+                ax.set_visible(False)          # this model was not run on this target
+                continue
             for k, d in enumerate(dims):
                 cur = sorted((x["n"], x["error"]) for x in study.records
                              if (x["p"], x["r"], x["model"], x["d"]) == (p, r, mdl, d))
@@ -894,7 +903,8 @@ def plot_study(study, path, threshold=0.1):
                 ax.set_xlabel("n", fontsize=8)
             if j == 0:
                 ax.set_ylabel("test MSE", fontsize=8)
-    axes[0][0].legend(fontsize=7)
+            if mdl == "ntk" or (j == 0 and i == 0):
+                ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -904,10 +914,10 @@ def plot_study(study, path, threshold=0.1):
 # command line
 
 _QUICK = dict(dims=[8, 16], p=[2], r=[1], models=["quadratic", "randomized", "linearized", "ntk"],
-              ns=[16, 32, 64, 128, 256, 512], width=200, steps=600)
-_FULL = dict(dims=[8, 16, 32], p=[2, 3], r=[1, 2],
+              ns=[4, 8, 16, 32, 64, 128, 256, 512], width=200, steps=600)
+_FULL = dict(dims=[8, 16, 32], p=[2, 3, 4], r=[1, 2],
              models=["quadratic", "randomized", "hierarchical", "full", "linearized", "ntk"],
-             ns=[16, 32, 64, 128, 256, 512, 1024, 2048, 4096], width=400, steps=2000)
+             ns=[4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096], width=400, steps=1000)
 
 
 def register_cli(sub):
@@ -918,7 +928,8 @@ def register_cli(sub):
                     "infinite-width NTK (kernel ridge regression) to low-rank polynomial targets on the sphere; "
                     "plot test error vs n per d and model, and print the n needed to reach a test error and its "
                     "fitted growth exponent in d. The default is a quick run (a few minutes on 2 cores); --full "
-                    "runs the whole study (hours on 2 cores).")
+                    "runs the whole study (many hours on 2 cores; any option below overrides its defaults, and "
+                    "--json saves every fit as it finishes so that --load can merge partial runs).")
     p.add_argument("--full", action="store_true", help="the full study (defaults: " + ", ".join(
         f"{k}={v}" for k, v in _FULL.items()) + ")")
     p.add_argument("--out", default="taylor.png", help="PNG plot path (default taylor.png)")
@@ -927,10 +938,10 @@ def register_cli(sub):
     p.add_argument("--dims", default=None, help="comma-separated dimensions d (quick: 8,16)")
     p.add_argument("--p", default=None, help="comma-separated degrees p (quick: 2)")
     p.add_argument("--r", default=None, help="comma-separated ranks r (quick: 1)")
-    p.add_argument("--ns", default=None, help="comma-separated training-set sizes (quick: 16..512)")
+    p.add_argument("--ns", default=None, help="comma-separated training-set sizes (quick: 4,8,..,512)")
     p.add_argument("--max-n", type=int, default=None, help="skip sizes above this (default: none)")
     p.add_argument("--width", type=int, default=None, help="neurons m, even (quick 200, full 400)")
-    p.add_argument("--steps", type=int, default=None, help="maximum GD steps (quick 600, full 2000)")
+    p.add_argument("--steps", type=int, default=None, help="maximum GD steps (quick 600, full 1000)")
     p.add_argument("--activation", choices=ACTIVATIONS, default=None,
                    help="activation of the trained models (default softplus for even p, tanh for odd p; "
                         "softplus for 'hierarchical')")
