@@ -69,13 +69,6 @@ class DevBuf {
   T* p_ = nullptr;
 };
 
-template <class T>
-DevBuf<T> upload(const T* src, size_t n) {
-  DevBuf<T> b(n);
-  if (n) NTKFAST_CUDA_CHECK(cudaMemcpy(b.get(), src, n * sizeof(T), cudaMemcpyHostToDevice));
-  return b;
-}
-
 class Stream {
  public:
   Stream() { NTKFAST_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
@@ -102,6 +95,15 @@ class Event {
  private:
   cudaEvent_t e_ = nullptr;
 };
+
+// Copies on the stream that then runs the kernels: a pageable host-to-device cudaMemcpy may return before
+// its DMA lands, and a non-blocking stream would not wait for it.
+template <class T>
+DevBuf<T> upload(const T* src, size_t n, cudaStream_t stream) {
+  DevBuf<T> b(n);
+  if (n) NTKFAST_CUDA_CHECK(cudaMemcpyAsync(b.get(), src, n * sizeof(T), cudaMemcpyHostToDevice, stream));
+  return b;
+}
 
 constexpr int kMaxWarps = 4;  // warps per block (one item each); fewer when a warp's planes need more smem
 
@@ -236,9 +238,10 @@ bool is_oom(const CudaError& e) { return e.code() == cudaErrorMemoryAllocation; 
 template <class T>
 void self_data_run(const ProgBlob<T>& blob, const Program& P, const T* X, int64_t n, T* out) {
   const int64_t isz = P.input_size(), ssz = P.self_size;
-  DevBuf<unsigned char> prog = upload(blob.bytes().data(), blob.bytes().size());
+  Stream stream;
+  DevBuf<unsigned char> prog = upload(blob.bytes().data(), blob.bytes().size(), stream.get());
   const ProgView<T> view = blob.view(prog.get());
-  DevBuf<T> dx = upload(X, static_cast<size_t>(n * isz));
+  DevBuf<T> dx = upload(X, static_cast<size_t>(n * isz), stream.get());
   DevBuf<T> dout(static_cast<size_t>(n * ssz));
   const Geometry g = plan_launch(blob.meta(), kSelf, n);
   DevBuf<T> scratch(static_cast<size_t>(g.scratch_per_warp * g.warps * g.blocks));
@@ -254,10 +257,10 @@ void self_data_run(const ProgBlob<T>& blob, const Program& P, const T* X, int64_
   a.scratch_per_warp = g.scratch_per_warp;
   a.store = g.store;
   a.self = 1;
-  Stream stream;
   launch(view, g, a, stream.get());
+  NTKFAST_CUDA_CHECK(cudaMemcpyAsync(out, dout.get(), static_cast<size_t>(n * ssz) * sizeof(T),
+                                     cudaMemcpyDeviceToHost, stream.get()));
   NTKFAST_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
-  NTKFAST_CUDA_CHECK(cudaMemcpy(out, dout.get(), static_cast<size_t>(n * ssz) * sizeof(T), cudaMemcpyDeviceToHost));
 }
 
 template <class T>
@@ -294,12 +297,14 @@ template <class T>
 void tile_run(const ProgBlob<T>& blob, const Program& P, const T* X, int64_t nx, const T* Y, int64_t ny, const T* sx,
               const T* sy, bool sym, TileOut<T> o) {
   const int64_t isz = P.input_size(), ssz = P.self_size;
-  DevBuf<unsigned char> prog = upload(blob.bytes().data(), blob.bytes().size());
+  Stream compute, copy;
+  const cudaStream_t cs = compute.get();
+  DevBuf<unsigned char> prog = upload(blob.bytes().data(), blob.bytes().size(), cs);
   const ProgView<T> view = blob.view(prog.get());
-  DevBuf<T> dX = upload(X, static_cast<size_t>(nx * isz));
-  DevBuf<T> dY = sym ? DevBuf<T>() : upload(Y, static_cast<size_t>(ny * isz));
-  DevBuf<T> dSX = upload(sx, static_cast<size_t>(nx * ssz));
-  DevBuf<T> dSY = sym ? DevBuf<T>() : upload(sy, static_cast<size_t>(ny * ssz));
+  DevBuf<T> dX = upload(X, static_cast<size_t>(nx * isz), cs);
+  DevBuf<T> dY = sym ? DevBuf<T>() : upload(Y, static_cast<size_t>(ny * isz), cs);
+  DevBuf<T> dSX = upload(sx, static_cast<size_t>(nx * ssz), cs);
+  DevBuf<T> dSY = sym ? DevBuf<T>() : upload(sy, static_cast<size_t>(ny * ssz), cs);
   DevBuf<T> ds(o.s ? static_cast<size_t>(nx * ny) : 0);
   DevBuf<T> dt(o.t ? static_cast<size_t>(nx * ny) : 0);
   const int64_t n_pairs = sym ? nx * (nx + 1) / 2 : nx * ny;
@@ -333,7 +338,6 @@ void tile_run(const ProgBlob<T>& blob, const Program& P, const T* X, int64_t nx,
     bands.emplace_back(r0, r1);
     r0 = r1;
   }
-  Stream compute, copy;
   std::vector<Event> done(bands.size());
   auto copy_band = [&](size_t k) {
     const int64_t r0 = bands[k].first, rows = bands[k].second - r0;

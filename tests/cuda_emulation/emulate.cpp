@@ -169,8 +169,36 @@ static void emulate(const Program& P, int lanes, const std::vector<double>& Xd, 
   if (lane_mismatch[0]) throw std::runtime_error("lanes disagree on a result");
 }
 
+// tri_decode (the kernel's map from a linear index to a pair (i, j >= i) of a symmetric tile) against
+// direct enumeration, exhaustively for small n and on every row start and end for large n.
+static void check_tri() {
+  for (int64_t n = 1; n <= 400; ++n) {
+    int64_t q = 0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = i; j < n; ++j, ++q) {
+        int64_t a, b;
+        tri_decode(q, n, a, b);
+        if (a != i || b != j) throw std::runtime_error("tri_decode wrong at n=" + std::to_string(n));
+      }
+  }
+  for (int64_t n : {4096, 65536, 100003, 1000000}) {
+    for (int64_t i = 0; i < n; i += (i < 64 || n - i < 64) ? 1 : 997) {
+      for (int64_t j : {i, n - 1}) {
+        int64_t a, b;
+        tri_decode(tri_start(i, n) + (j - i), n, a, b);
+        if (a != i || b != j) throw std::runtime_error("tri_decode wrong at n=" + std::to_string(n));
+      }
+    }
+  }
+}
+
 int main(int argc, char** argv) {
   try {
+    if (argc == 2 && std::string(argv[1]) == "tri") {
+      check_tri();
+      std::cout << "tri_decode: ok\n";
+      return 0;
+    }
     if (argc != 5) throw std::runtime_error("usage: emulate PROGRAM DATA OUT LANES");
     const Program P = read_program(argv[1]);
     const int lanes = std::stoi(argv[4]);

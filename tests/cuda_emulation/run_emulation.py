@@ -107,6 +107,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         exe = os.path.join(tmp, "emulate")
         build(exe)
+        subprocess.run([exe, "tri"], check=True)
         for label, arch, X, Y in cases:
             ref = nf.reference.gram(X, Y, arch=arch)
             for dtype in ("float64", "float32"):
