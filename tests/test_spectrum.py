@@ -109,16 +109,19 @@ def test_parity_zeros(p):
     assert np.all(mu[3:61:2] > 1e4 * floor[3:61:2])
 
 
-@pytest.mark.parametrize("p", [2, 3, 5])
-def test_decay_exponents(p):
-    k = np.arange(301)
+@pytest.mark.parametrize("p,kmax", [(2, 300), (3, 300), (5, 300), (10, 100)])
+def test_decay_exponents(p, kmax):
+    k = np.arange(kmax + 1)
     for name, depth, parity, a_theory in (("ntk", 1, "even", p), ("kappa1", 1, "even", p + 2),
                                           ("kappa0", 1, "odd", p), ("ntk", 3, "even", p),
                                           ("nngp", 3, "even", p + 2)):
-        mu, floor = S.mercer_eigenvalues(name, p, 300, depth=depth, return_floor=True)
-        a, _ = S.fit_decay(k, mu, kmin=30, parity=parity, floor=floor)
-        assert abs(a - a_theory) < 0.03 * a_theory, (name, depth, a)
+        mu, floor = S.mercer_eigenvalues(name, p, kmax, depth=depth, return_floor=True)
+        a, _ = S.fit_decay(k, mu, kmin=20, parity=parity, floor=floor, offset=(p - 2) / 2)
+        assert abs(a - a_theory) < 0.02 * a_theory, (name, depth, a)
         assert S.theory_decay(name, p) == a_theory
+        if p <= 5:  # plain k^-a, k >= 30: within 3 % already at these p
+            a0, _ = S.fit_decay(k, mu, kmin=30, parity=parity, floor=floor)
+            assert abs(a0 - a_theory) < 0.03 * a_theory, (name, depth, a0)
 
 
 @pytest.mark.parametrize("p", [2, 3, 4])

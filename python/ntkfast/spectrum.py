@@ -28,6 +28,7 @@ the paper): for inputs with ``|x| = |y| = sqrt(D)`` (so ``<x, y>/D = t``) the NN
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -179,6 +180,32 @@ def legendre_table(p, kmax, t):
     return P
 
 
+def _legendre_pn(n, x):
+    """P_n(x) and P_{n-1}(x) (classical Legendre) by the three-term recurrence."""
+    p0, p1 = np.ones_like(x), x.copy()
+    for k in range(1, n):
+        p0, p1 = p1, ((2 * k + 1) * x * p1 - k * p0) / (k + 1)
+    return p1, p0
+
+
+@functools.lru_cache(maxsize=16)
+def _gauss_legendre(n):
+    """Gauss-Legendre nodes and weights on [-1, 1] (n >= 2): scipy's nodes, two Newton steps on the
+    recurrence, weights 2 / ((1 - x^2) P_n'(x)^2). Moments come out exact to ~1e-16, where numpy's leggauss
+    (also O(n^3)) and scipy's weights are off by ~1e-13 at n = 1000, which would swamp the small mu_k."""
+    from scipy.special import roots_legendre
+    x = roots_legendre(n)[0]
+    for newton in (True, True, False):
+        pn, pm = _legendre_pn(n, x)
+        dp = n * (x * pn - pm) / (x * x - 1.0)
+        if newton:
+            x = x - pn / dp
+    w = 2.0 / ((1.0 - x * x) * dp * dp)
+    x.setflags(write=False)
+    w.setflags(write=False)
+    return x, w
+
+
 def _log_cp(p):
     return math.lgamma(p / 2) - 0.5 * math.log(math.pi) - math.lgamma((p - 1) / 2)
 
@@ -212,7 +239,7 @@ def mercer_eigenvalues(kern, p, kmax, *, depth=1, nodes=None, return_floor=False
     if nodes is None:
         nodes = 2 * kmax + 2 * p + 400
     nodes = _int_arg(nodes, "nodes", kmax + 2)
-    x, w = np.polynomial.legendre.leggauss(nodes)
+    x, w = _gauss_legendre(nodes)
     theta = (x + 1.0) * (np.pi / 2.0)
     w = w * (np.pi / 2.0)
     vals = f(theta)
@@ -240,11 +267,14 @@ def theory_decay(name, p):
     return float(p) if name in ("kappa0", "ntk") else float(p + 2)
 
 
-def fit_decay(k, mu, *, kmin=20, kmax=None, parity="even", floor=None):
-    """Least-squares fit of log mu_k = log C - a log k on the chosen ks; returns (a, C).
+def fit_decay(k, mu, *, kmin=20, kmax=None, parity="even", floor=None, offset=0.0):
+    """Least-squares fit of log mu_k = log C - a log(k + offset) on the chosen ks; returns (a, C).
 
     k, mu : arrays (K,) (mu_k > 0 where used). parity : 'even', 'odd' or 'all'. floor : optional array (K,);
-    eigenvalues below 100 x floor are left out (rounding noise). Raises ValueError with fewer than 3 points."""
+    eigenvalues below 100 x floor are left out (rounding noise). offset : 0 fits k^-a; (p - 2)/2 (the
+    Gegenbauer index, used by :func:`spectrum_table`) fits the same asymptotic exponent with a far smaller
+    pre-asymptotic bias (at p = 10: local exponents 10.13, 10.04 at k = 20, 40 instead of 8.9, 9.4).
+    Raises ValueError with fewer than 3 points."""
     k = np.asarray(k)
     mu = np.asarray(mu, dtype=np.float64)
     if k.shape != mu.shape or k.ndim != 1:
@@ -260,7 +290,7 @@ def fit_decay(k, mu, *, kmin=20, kmax=None, parity="even", floor=None):
         sel &= mu > 100.0 * np.asarray(floor)
     if sel.sum() < 3:
         raise ValueError(f"fit_decay needs at least 3 eigenvalues above the floor in the range; got {sel.sum()}")
-    A = np.stack([np.ones(sel.sum()), -np.log(k[sel])], axis=1)
+    A = np.stack([np.ones(sel.sum()), -np.log(k[sel] + float(offset))], axis=1)
     (logc, a), *_ = np.linalg.lstsq(A, np.log(mu[sel]), rcond=None)
     return float(a), float(np.exp(logc))
 
@@ -308,21 +338,23 @@ def spectrum(p=3, kmax=200, kernels=DEFAULT_KERNELS):
 
 
 def spectrum_table(sp, kmin=None):
-    """Rows (dicts) per kernel: fitted exponents on even and odd k (k in [kmin, kmax]), the theory exponent,
-    and which degrees k >= 2 are zero to rounding (|mu_k| < 100 x floor)."""
+    """Rows (dicts) per kernel: fitted exponents a in mu_k ~ C (k + (p-2)/2)^-a on even and odd k in
+    [kmin, kmax] (above 100 x the rounding floor), the theory exponent, and which degrees 2 <= k <= k_rel are
+    zero to rounding (|mu_k| < 100 x floor), where k_rel is the largest k whose mu_k is above that level."""
     kmin = kmin or max(10, len(sp.k) // 10)
     rows = []
     for kd in sp.kernels:
         mu, fl = sp.mu[kd.label], sp.floor[kd.label]
         zero = np.abs(mu) < 100.0 * fl
+        k_rel = int(sp.k[~zero].max())
         row = {"kernel": kd.label, "kappa(1)": kd.value_at_one(), "theory_a": theory_decay(kd.name, sp.p),
-               "sum_check": float(np.sum(mu * multiplicity(sp.p, sp.k)))}
+               "sum_check": float(np.sum(mu * multiplicity(sp.p, sp.k))), "k_rel": k_rel}
         for par in ("even", "odd"):
             try:
-                row[f"a_{par}"] = fit_decay(sp.k, mu, kmin=kmin, parity=par, floor=fl)[0]
+                row[f"a_{par}"] = fit_decay(sp.k, mu, kmin=kmin, parity=par, floor=fl, offset=(sp.p - 2) / 2)[0]
             except ValueError:
                 row[f"a_{par}"] = float("nan")
-        ks = sp.k[(sp.k >= 2)]
+        ks = sp.k[(sp.k >= 2) & (sp.k <= k_rel)]
         zk = ks[zero[ks]]
         if len(zk) == 0:
             row["zeros"] = "none"
@@ -332,12 +364,15 @@ def spectrum_table(sp, kmin=None):
             row["zeros"] = "all even k >= 2"
         else:
             row["zeros"] = f"{len(zk)} degrees (e.g. {zk[:5].tolist()})"
+        if k_rel < sp.k[-1] - 1:
+            row["zeros"] += f" (rounding noise above k = {k_rel})"
         rows.append(row)
     return rows
 
 
 def format_table(rows, p, kmin, kmax):
-    head = (f"Mercer eigenvalues on S^{p - 1} (p = {p}), fits mu_k ~ C k^-a for k in [{kmin}, {kmax}]\n"
+    head = (f"Mercer eigenvalues on S^{p - 1} (p = {p}), fits mu_k ~ C (k + {(p - 2) / 2:g})^-a for k in "
+            f"[{kmin}, {kmax}]\n"
             f"{'kernel':<22} {'kappa(1)':>8} {'a (even k)':>10} {'a (odd k)':>10} {'theory':>7}  zeros (k >= 2)")
     lines = [head]
     for r in rows:
