@@ -270,3 +270,26 @@ def test_cli_gram_zarr_resumes(digits, tmp_path, capsys):
     g = zarr.open_group(out, mode="r")
     assert _eq(g["ntk"], ref.ntk) and _eq(g["nngp"], ref.nngp)
     assert main(["gram", "--arch", "gap2", "-n", "100", "--out", str(tmp_path / "x.npz"), "--workers", "2"]) == 2
+
+
+def test_streaming_solver_memory_budget(digits, tmp_path):
+    X, y = digits[0][:400], digits[1][:400]
+    path = str(tmp_path / "m.zarr")
+    nf.gram(X, arch=nf.presets.by_name("flat3"), kind="ntk", tile=100, out=path)
+    Y, _ = krr.one_hot(y)
+    budget = 2_500_000
+    K = krr_stream.open_gram(path)
+    rows = krr_stream.block_rows_for(K, Y.shape[1], 100, budget)
+    assert 100 <= rows < 400 and rows % 100 == 0                  # whole chunk rows, fewer than N
+    tracemalloc.start()
+    a = krr_stream.solve(K, Y, 1e-3, tol=1e-8, rank=100, memory_budget=budget)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print("solver tracemalloc peak", peak, "budget", budget, "rows", rows)
+    assert peak <= budget
+    Kd = np.asarray(K[...], dtype=np.float64)
+    ref = krr.solve(Kd, Y, 1e-3)
+    w = np.linalg.eigvalsh(Kd)
+    lam = 1e-3 * np.trace(Kd) / len(Kd)
+    cond = (w[-1] + lam) / (max(w[0], 0) + lam)
+    assert np.linalg.norm(a - ref) / np.linalg.norm(ref) <= cond * (10 * 1e-8 + 1e3 * np.finfo(float).eps)

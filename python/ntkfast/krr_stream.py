@@ -19,9 +19,10 @@ Ridge convention: the same as :mod:`ntkfast.krr`, relative to the trace: ``lam =
 (the diagonal is read during the first pass).
 
 Memory (bytes; N rows, b block rows, s = itemsize of the Gram, r = rank, T = right-hand sides):
-``b * N * (2 s + 8)`` for a block (its read buffers and a float64 copy) + ``3 * N * r * 8`` for the
-sketch + ``6 * N * T * 8`` for the CG vectors. ``memory_budget`` picks b from this; a zarr Gram is read in
-whole chunk rows.
+``b * N * (s + 8)`` for a block and its float64 copy, plus for a zarr Gram the decoded chunks in flight
+(up to 10 chunks of ``c0 * c1 * s``: zarr reads whole chunks, concurrently), + ``4 * N * r * 8`` for the
+sketch + ``6 * N * T * 8`` for the CG vectors. ``memory_budget`` picks b from this (a multiple of the
+chunk rows when one fits, so that no chunk is read twice per pass).
 
 Devices: the vectors and block products run on a GPU with cupy (imported only then) when ``device='cuda'``,
 or ``'auto'`` with cupy importable and a GPU usable; blocks are read on the host and copied over.
@@ -91,34 +92,56 @@ def _xp(device):
     return np
 
 
-def _chunk_rows(K):
+def _chunks(K):
     ch = getattr(K, "chunks", None)
-    if isinstance(ch, tuple) and ch and isinstance(ch[0], numbers.Integral):
-        return int(ch[0])
-    return 1
+    if isinstance(ch, tuple) and len(ch) == 2 and all(isinstance(c, numbers.Integral) for c in ch):
+        return int(ch[0]), int(ch[1])
+    return None
+
+
+#: zarr reads at most this many chunks at once (its default async concurrency)
+ZARR_CONCURRENCY = 10
+
+
+def block_bytes(K, b):
+    """Bytes of one streamed block of b rows: a float64 copy and, for a zarr Gram, the decoded chunks in
+    flight (up to ZARR_CONCURRENCY chunks of the rows it touches); for other arrays, the block itself."""
+    n = int(K.shape[1])
+    s = np.dtype(K.dtype).itemsize
+    ch = _chunks(K)
+    if ch is None:
+        return b * n * (s + 8)
+    c0, c1 = ch
+    touched = (-(-b // c0) + (1 if b % c0 else 0)) * -(-n // c1)
+    return b * n * (s + 8) + min(touched, ZARR_CONCURRENCY) * c0 * c1 * s
 
 
 def block_rows_for(K, n_rhs, rank, memory_budget=None):
-    """Rows per streamed block: from ``memory_budget`` (bytes or '2GB'; see the module's memory model) or a
-    256 MB block by default; a multiple of a zarr Gram's chunk rows when possible. MemoryError if none fits."""
+    """Rows per streamed block: the most that fit ``memory_budget`` (bytes or '2GB'; see the module's memory
+    model), else about 256 MB per block; a multiple of a zarr Gram's chunk rows when one fits. MemoryError
+    if not even one row fits."""
     from .memory import parse_bytes, format_bytes
     n = int(K.shape[0])
-    s = np.dtype(K.dtype).itemsize
-    per_row = n * (2 * s + 8)
-    fixed = 3 * n * rank * 8 + 6 * n * max(n_rhs, 1) * 8
-    c = _chunk_rows(K)
-    if memory_budget is None:
-        b = max(1, (256 * 2**20) // per_row)
-    else:
-        budget = parse_bytes(memory_budget)
-        b = (budget - fixed) // per_row
-        if b < 1:
-            raise MemoryError(f"memory_budget={format_bytes(budget)} is too small for the streaming solver: it needs "
-                              f"{format_bytes(fixed + per_row)} (sketch and CG vectors {format_bytes(fixed)}, one "
-                              f"row block {format_bytes(per_row)}); raise the budget or lower rank")
-    if b >= c:
-        b = b // c * c
-    return int(min(b, n))
+    fixed = 4 * n * rank * 8 + 6 * n * max(n_rhs, 1) * 8
+    budget = 256 * 2**20 + fixed if memory_budget is None else parse_bytes(memory_budget)
+
+    def fits(b):
+        return fixed + block_bytes(K, b) <= budget
+    if not fits(1):
+        raise MemoryError(f"memory_budget={format_bytes(budget)} is too small for the streaming solver: it needs "
+                          f"{format_bytes(fixed + block_bytes(K, 1))} (sketch and CG vectors {format_bytes(fixed)}, "
+                          f"one row block {format_bytes(block_bytes(K, 1))}); raise the budget or lower rank")
+    lo, hi = 1, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    ch = _chunks(K)
+    if ch is not None and lo >= ch[0]:
+        lo = lo // ch[0] * ch[0]
+    return int(lo)
 
 
 def _matmul(K, V, rows, xp, diag=None):
@@ -209,9 +232,10 @@ def solve(K, Y, ridge, *, kind=None, tol=1e-6, maxiter=None, rank=None, block_ro
         Cm = (Cm + Cm.T) * 0.5
         Lc = xp.linalg.cholesky(Cm)
         B = xp.linalg.solve(Lc, Ys.T).T          # Ys @ Lc^-T
+        del Ys
         U, S, _ = xp.linalg.svd(B, full_matrices=False)
         lam_ny = xp.maximum(S * S - nu, 0.0)
-        del Om, Ys, B
+        del Om, B
     else:
         _matmul(K, xp.zeros((n, 0)), block_rows, xp, diag)   # one pass for the trace
         passes += 1
@@ -295,12 +319,7 @@ def predict(K_test, alpha, *, kind=None, block_rows=None, memory_budget=None):
         raise ValueError(f"K_test must be (M, N) with N = len(alpha) = {A.shape[0]}; got shape {tuple(Kt.shape)}")
     m, n = int(Kt.shape[0]), int(Kt.shape[1])
     if block_rows is None:
-        s = np.dtype(Kt.dtype).itemsize
-        if memory_budget is None:
-            block_rows = max(1, (256 * 2**20) // (n * (2 * s + 8)))
-        else:
-            from .memory import parse_bytes
-            block_rows = max(1, parse_bytes(memory_budget) // (n * (2 * s + 8)))
+        block_rows = block_rows_for(Kt, A.shape[1] if A.ndim == 2 else 1, 0, memory_budget)
     out = np.empty((m,) + A.shape[1:])
     for r0 in range(0, m, block_rows):
         r1 = min(r0 + block_rows, m)
