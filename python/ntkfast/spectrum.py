@@ -388,23 +388,23 @@ def plot_spectrum(sp, path, dpi=90):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, kd in enumerate(sp.kernels):
         mu, fl = sp.mu[kd.label], sp.floor[kd.label]
-        c = colors[i % len(colors)]
-        for par, mk in ((0, "o"), (1, "s")):
+        for par, ls in ((0, "-"), (1, "--")):
             sel = (sp.k >= 1) & (sp.k % 2 == par) & (mu > 100 * fl)
-            ax.loglog(sp.k[sel], mu[sel], mk, ms=2.5, color=c, mfc=c if par == 0 else "none", mew=0.6,
-                      label=f"{kd.label}" if par == 0 else None)
-    kk = np.array([10.0, sp.k[-1]])
+            if sel.any():
+                ax.loglog(sp.k[sel], mu[sel], ls, lw=1.2, color=f"C{i}", marker="." if sel.sum() < 3 else None,
+                          label=f"{kd.label}, {'even' if par == 0 else 'odd'} k")
     p = sp.p
-    ref = sp.mu[sp.kernels[0].label]
-    anchor = max(ref[10] if len(ref) > 10 else 1e-3, 1e-12)
-    ax.loglog(kk, 3 * anchor * (kk / 10) ** (-p), "k--", lw=0.8, label=f"k^-{p}")
-    ax.loglog(kk, 0.3 * anchor * (kk / 10) ** (-(p + 2)), "k:", lw=0.8, label=f"k^-{p + 2}")
+    kk = np.array([10.0, float(sp.k[-1])])
+    for name, a, ls in (("ntk", p, (0, (1, 3))), ("kappa1", p + 2, (0, (4, 2, 1, 2)))):
+        ref = next((kd for kd in sp.kernels if kd.name == name and kd.depth == 1), None)
+        if ref is not None and len(sp.k) > 10:
+            ax.loglog(kk, 4 * sp.mu[ref.label][10] * (kk / 10) ** (-a), color="k", ls=ls, lw=0.8,
+                      label=f"k^-{a} (x4)")
     ax.set_xlabel("degree k")
     ax.set_ylabel("mu_k")
-    ax.set_title(f"Mercer eigenvalues on S^{p - 1} (filled: even k, open: odd k)", fontsize=10)
+    ax.set_title(f"Mercer eigenvalues on S^{p - 1} (p = {p}); vanishing degrees not drawn", fontsize=10)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
