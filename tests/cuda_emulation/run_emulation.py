@@ -86,11 +86,11 @@ def rel(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--lanes", type=int, default=1, choices=(1, 32))
     ap.add_argument("--quick", action="store_true", help="skip the 32x32 Myrtle presets")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     cases = []
     for name, (arch, shape) in sorted(LAYER_NETS.items()):
         rng = np.random.default_rng(abs(hash(name)) % 2 ** 32)
