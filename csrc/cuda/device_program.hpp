@@ -114,6 +114,7 @@ class ProgBlob {
         q.diag_off = o.kind == LayerOp::Relu ? P.diag_offset[o.relu_slot] : -1;
         q.scale = static_cast<T>(o.scale);
         q.bias2 = static_cast<T>(o.bias2);
+        if (o.kind == LayerOp::Conv) PA = std::max(PA, o.h_in * o.w_out);  // the horizontal box-sum temp
         ops.push_back(q);
       }
       d.op1 = static_cast<int>(ops.size());
