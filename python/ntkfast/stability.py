@@ -257,6 +257,15 @@ class Fig1Result:
         return np.array([[np.interp(alpha, self.alphas, c[i]) for c in (self.deform, self.deform_shift)]
                          for i in range(2)])
 
+    def alpha_exponents(self, amax=2.0):
+        """(2,) log-log slopes s of the deformation curves, mean distance ~ alpha^s on 0 < alpha <= amax
+        (CKN, NTK); NaN with fewer than 2 such alphas. A Lipschitz map gives about 1, the NTK about 1/2."""
+        sel = (self.alphas > 0) & (self.alphas <= amax)
+        if sel.sum() < 2:
+            return np.full(2, np.nan)
+        return np.array([np.polyfit(np.log(self.alphas[sel]), np.log(self.deform[j, sel]), 1)[0]
+                         for j in range(2)])
+
 
 def fig1(X, labels, *, arch=None, alphas=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), n_ref=3, n_deform=5,
          n_compare=100, method="warp", smoothness=4.0, max_shift=2, normalize="center_scale", seed=0,
@@ -355,6 +364,9 @@ def fig1_table(res, paper=True):
                      f"{res.deform[1, a]:10.4f} {res.deform_shift[1, a]:10.4f}")
     lines.append(f"{'same label':>16}: CKN {res.same_label[0]:.4f}  NTK {res.same_label[1]:.4f}")
     lines.append(f"{'any label':>16}: CKN {res.any_label[0]:.4f}  NTK {res.any_label[1]:.4f}")
+    ex = res.alpha_exponents()
+    if np.all(np.isfinite(ex)):
+        lines.append(f"deformation curves ~ alpha^s on 0 < alpha <= 2: CKN s = {ex[0]:.2f}, NTK s = {ex[1]:.2f}")
     if paper and res.alphas[0] <= 1.0 <= res.alphas[-1]:
         at1 = res.at(1.0)
         lines.append("")
