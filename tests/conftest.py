@@ -26,18 +26,17 @@ def available_devices():
     return devs
 
 
-def pytest_collection_modifyitems(config, items):
+@pytest.fixture(autouse=True)
+def _gpu_guard(request):
+    """Tests marked ``gpu`` skip without a usable GPU; with NTKFAST_REQUIRE_GPU=1 they fail instead."""
+    if "gpu" not in request.keywords:
+        return
     usable, reason = cuda_usable()
     if usable:
         return
-    require = os.environ.get("NTKFAST_REQUIRE_GPU") == "1"
-    for item in items:
-        if "gpu" in item.keywords:
-            if require:
-                item.add_marker(pytest.mark.xfail(reason=f"NTKFAST_REQUIRE_GPU=1 but no GPU: {reason}", strict=True,
-                                                  run=False))
-            else:
-                item.add_marker(pytest.mark.skip(reason=f"no usable GPU: {reason}"))
+    if os.environ.get("NTKFAST_REQUIRE_GPU") == "1":
+        pytest.fail(f"NTKFAST_REQUIRE_GPU=1 but no GPU is usable: {reason}")
+    pytest.skip(f"no usable GPU: {reason}")
 
 
 @pytest.fixture(scope="session")
