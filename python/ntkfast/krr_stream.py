@@ -20,7 +20,8 @@ Ridge convention: the same as :mod:`ntkfast.krr`, relative to the trace: ``lam =
 
 Memory (bytes; N rows, b block rows, s = itemsize of the Gram, r = rank, T = right-hand sides):
 ``b * N * (s + 8)`` for a block and its float64 copy, plus for a zarr Gram the decoded chunks in flight
-(up to 10 chunks of ``c0 * c1 * s``: zarr reads whole chunks, concurrently), + ``4 * N * r * 8`` for the
+(zarr reads whole chunks of ``c0 * c1 * s``, up to 10 at once; the solver lowers that concurrency when the
+budget needs it), + ``4 * N * r * 8`` for the
 sketch + ``6 * N * T * 8`` for the CG vectors. ``memory_budget`` picks b from this (a multiple of the
 chunk rows when one fits, so that no chunk is read twice per pass).
 
@@ -36,7 +37,7 @@ from collections import namedtuple
 
 import numpy as np
 
-__all__ = ["solve", "predict", "open_gram", "SolveInfo", "block_rows_for"]
+__all__ = ["solve", "predict", "open_gram", "SolveInfo", "plan_blocks", "block_rows_for"]
 
 SolveInfo = namedtuple("SolveInfo", ["iterations", "residuals", "converged", "passes", "rank", "lam", "block_rows",
                                      "seconds"])
@@ -99,13 +100,14 @@ def _chunks(K):
     return None
 
 
-#: zarr reads at most this many chunks at once (its default async concurrency)
+#: zarr reads at most this many chunks at once by default (its async concurrency); the solver lowers it
+#: when a budget needs it
 ZARR_CONCURRENCY = 10
 
 
-def block_bytes(K, b):
+def block_bytes(K, b, concurrency=ZARR_CONCURRENCY):
     """Bytes of one streamed block of b rows: a float64 copy and, for a zarr Gram, the decoded chunks in
-    flight (up to ZARR_CONCURRENCY chunks of the rows it touches); for other arrays, the block itself."""
+    flight (up to ``concurrency`` chunks of the rows it touches); for other arrays, the block itself."""
     n = int(K.shape[1])
     s = np.dtype(K.dtype).itemsize
     ch = _chunks(K)
@@ -113,35 +115,56 @@ def block_bytes(K, b):
         return b * n * (s + 8)
     c0, c1 = ch
     touched = (-(-b // c0) + (1 if b % c0 else 0)) * -(-n // c1)
-    return b * n * (s + 8) + min(touched, ZARR_CONCURRENCY) * c0 * c1 * s
+    return b * n * (s + 8) + min(touched, concurrency) * c0 * c1 * s
 
 
-def block_rows_for(K, n_rhs, rank, memory_budget=None):
-    """Rows per streamed block: the most that fit ``memory_budget`` (bytes or '2GB'; see the module's memory
-    model), else about 256 MB per block; a multiple of a zarr Gram's chunk rows when one fits. MemoryError
-    if not even one row fits."""
+def plan_blocks(K, n_rhs, rank, memory_budget=None):
+    """(rows per streamed block, zarr read concurrency) within ``memory_budget`` (bytes or '2GB'; see the
+    module's memory model; default about 256 MB per block): for a zarr Gram, the most whole chunk rows that
+    fit with zarr reading up to 10 chunks at once (fewer if the budget needs it), else part of a chunk row
+    read one chunk at a time (slower: every chunk is then decoded several times per pass); for other arrays
+    the most rows that fit. MemoryError if not even one row fits."""
     from .memory import parse_bytes, format_bytes
     n = int(K.shape[0])
     fixed = 4 * n * rank * 8 + 6 * n * max(n_rhs, 1) * 8
     budget = 256 * 2**20 + fixed if memory_budget is None else parse_bytes(memory_budget)
-
-    def fits(b):
-        return fixed + block_bytes(K, b) <= budget
-    if not fits(1):
-        raise MemoryError(f"memory_budget={format_bytes(budget)} is too small for the streaming solver: it needs "
-                          f"{format_bytes(fixed + block_bytes(K, 1))} (sketch and CG vectors {format_bytes(fixed)}, "
-                          f"one row block {format_bytes(block_bytes(K, 1))}); raise the budget or lower rank")
-    lo, hi = 1, n
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid - 1
     ch = _chunks(K)
-    if ch is not None and lo >= ch[0]:
-        lo = lo // ch[0] * ch[0]
-    return int(lo)
+
+    def largest(step, conc):
+        lo, hi = 0, -(-n // step)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fixed + block_bytes(K, min(mid * step, n), conc) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        return min(lo * step, n)
+    if ch is not None:                       # whole chunk rows first: each chunk is then decoded once per pass
+        for conc in range(ZARR_CONCURRENCY, 0, -1):
+            rows = largest(ch[0], conc)
+            if rows:
+                return rows, conc
+    conc = ZARR_CONCURRENCY if ch is None else 1
+    rows = largest(1, conc)                  # part of a chunk row: chunks are decoded c0 / rows times per pass
+    if not rows:
+        raise MemoryError(f"memory_budget={format_bytes(budget)} is too small for the streaming solver: it needs "
+                          f"{format_bytes(fixed + block_bytes(K, 1, 1))} (sketch and CG vectors {format_bytes(fixed)}, "
+                          f"one row block {format_bytes(block_bytes(K, 1, 1))}); raise the budget or lower rank")
+    return rows, conc
+
+
+def block_rows_for(K, n_rhs, rank, memory_budget=None):
+    """Rows per streamed block (see :func:`plan_blocks`)."""
+    return plan_blocks(K, n_rhs, rank, memory_budget)[0]
+
+
+def _read_limit(K, concurrency):
+    """A context bounding zarr's concurrent chunk reads (a no-op for other arrays)."""
+    import contextlib
+    if _chunks(K) is None or not type(K).__module__.startswith("zarr"):
+        return contextlib.nullcontext()
+    import zarr
+    return zarr.config.set({"async.concurrency": int(concurrency)})
 
 
 def _matmul(K, V, rows, xp, diag=None):
@@ -209,11 +232,18 @@ def solve(K, Y, ridge, *, kind=None, tol=1e-6, maxiter=None, rank=None, block_ro
     if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank <= n:
         raise ValueError(f"rank must be an int in [0, N={n}]; got {rank!r}")
     T = Yn.shape[1]
+    conc = ZARR_CONCURRENCY
     if block_rows is None:
-        block_rows = block_rows_for(K, T, rank, memory_budget)
+        block_rows, conc = plan_blocks(K, T, rank, memory_budget)
     elif isinstance(block_rows, bool) or not isinstance(block_rows, numbers.Integral) or block_rows < 1:
         raise ValueError(f"block_rows must be a positive int; got {block_rows!r}")
     xp = _xp(device)
+    with _read_limit(K, conc):
+        return _solve(K, Yn, vec, ridge, tol, maxiter, rank, block_rows, xp, seed, progress, return_info, t0)
+
+
+def _solve(K, Yn, vec, ridge, tol, maxiter, rank, block_rows, xp, seed, progress, return_info, t0):
+    n, T = Yn.shape
 
     def asnp(a):
         return a.get() if xp is not np else a
@@ -318,10 +348,12 @@ def predict(K_test, alpha, *, kind=None, block_rows=None, memory_budget=None):
     if len(Kt.shape) != 2 or A.shape[0] != Kt.shape[1]:
         raise ValueError(f"K_test must be (M, N) with N = len(alpha) = {A.shape[0]}; got shape {tuple(Kt.shape)}")
     m, n = int(Kt.shape[0]), int(Kt.shape[1])
+    conc = ZARR_CONCURRENCY
     if block_rows is None:
-        block_rows = block_rows_for(Kt, A.shape[1] if A.ndim == 2 else 1, 0, memory_budget)
+        block_rows, conc = plan_blocks(Kt, A.shape[1] if A.ndim == 2 else 1, 0, memory_budget)
     out = np.empty((m,) + A.shape[1:])
-    for r0 in range(0, m, block_rows):
-        r1 = min(r0 + block_rows, m)
-        out[r0:r1] = np.asarray(Kt[r0:r1], dtype=np.float64) @ A
+    with _read_limit(Kt, conc):
+        for r0 in range(0, m, block_rows):
+            r1 = min(r0 + block_rows, m)
+            out[r0:r1] = np.asarray(Kt[r0:r1], dtype=np.float64) @ A
     return out
