@@ -98,7 +98,9 @@ class Store:
 
     def arrays(self):
         if self._arrays is None:
-            self._arrays = {k: np.load(p, mmap_mode="r+") for k, p in self._paths.items()}
+            self._arrays = {k: np.load(p, mmap_mode="r+") if isinstance(p, str) else
+                            np.memmap(p[0], dtype=p[1], mode="r+", shape=tuple(p[2]), offset=p[3])
+                            for k, p in self._paths.items()}
         return self._arrays
 
     @property
@@ -231,8 +233,9 @@ def open_store(out, kind, shape, dtype):
         for k, o in parts.items():
             if np.dtype(o.dtype) != dt:
                 raise TypeError(f"out ({k}) must have dtype {dt.name} (the dtype argument); got {o.dtype}")
-        st = Store("memmap", names, arrays=parts, meta_path=fn + ".ntkfast.json", done_dir=fn + ".ntkfast.done",
-                   location=fn)
+        paths = {k: (o.filename, o.dtype.str, o.shape, int(getattr(o, "offset", 0))) for k, o in parts.items()}
+        st = Store("memmap", names, arrays=parts, paths=paths, meta_path=fn + ".ntkfast.json",
+                   done_dir=fn + ".ntkfast.done", location=fn)
         return st, lambda tile: st
     st = Store("array", names, arrays=parts)
     return st, lambda tile: st
