@@ -388,6 +388,10 @@ def test_bad_inputs_name_argument_expectation_and_value():
         T.regularizer(np.zeros((2, 2)), -1)
     with pytest.raises(ValueError, match=r"device must be one of 'auto', 'cpu', 'cuda'; got 'tpu'"):
         T.TaylorModel("quadratic", device="tpu")
+    with pytest.raises(ValueError, match=r"ridges must be a non-empty sequence of relative ridges >= 0; got \(\)"):
+        T.TaylorModel("ntk", ridges=())
+    with pytest.raises(ValueError, match=r"ridges\[i\] must be a finite number >= 0.0; got -1.0"):
+        T.TaylorModel("ntk", ridges=(1e-3, -1.0))
     with pytest.raises(ValueError, match=r"r must be <= d = 3"):
         T.PolynomialTarget(3, r=4)
     with pytest.raises(ValueError, match=r"models\[i\] must be one of .*got 'nope'"):

@@ -349,7 +349,6 @@ def regularizer(W, reg):
 
     W : (m, d) float array; reg >= 0. Returns (float, array like W)."""
     reg = _float("reg", reg)
-    xp = _xp_of(W)
     sq = (W * W).sum(axis=1)                 # ||w_r||^2
     s4 = float((sq * sq).sum())
     return reg * s4 * s4, (8.0 * reg * s4) * sq[:, None] * W
@@ -663,8 +662,10 @@ class TaylorModel:
         self.noise, self.tol = _float("noise", noise), _float("tol", tol)
         self.init_scale, self.reg = _float("init_scale", init_scale), _float("reg", reg)
         self.features, self.ntk_depth = _int("features", features, 0), _int("ntk_depth", ntk_depth)
-        self.ridges, self.seed, self.device = tuple(ridges), _seed(seed), _choice("device", device,
-                                                                                ("auto", "cpu", "cuda"))
+        if isinstance(ridges, (str, bytes)) or not hasattr(ridges, "__len__") or len(ridges) == 0:
+            raise ValueError(f"ridges must be a non-empty sequence of relative ridges >= 0; got {ridges!r}")
+        self.ridges = tuple(_float("ridges[i]", r) for r in ridges)
+        self.seed, self.device = _seed(seed), _choice("device", device, ("auto", "cpu", "cuda"))
 
     def fit(self, X, y):
         """Fit on X (N, d) and y (N,) (float arrays; finite). Returns self."""
