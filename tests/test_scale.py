@@ -293,3 +293,20 @@ def test_streaming_solver_memory_budget(digits, tmp_path):
     lam = 1e-3 * np.trace(Kd) / len(Kd)
     cond = (w[-1] + lam) / (max(w[0], 0) + lam)
     assert np.linalg.norm(a - ref) / np.linalg.norm(ref) <= cond * (10 * 1e-8 + 1e3 * np.finfo(float).eps)
+
+
+def test_cli_gram_on_a_dask_scheduler(tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    from ntkfast.cli import main
+    out = str(tmp_path / "sched.zarr")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        args = ["gram", "--arch", "gap2", "-n", "90", "--out", out, "--tile", "32", "--scheduler",
+                cluster.scheduler_address]
+        assert main(args) == 0
+        text = capsys.readouterr().out
+        assert "0 already done" in text and "Dask scheduler" in text
+    X = D.normalize(D.load(None)[0][:90], "center_scale")
+    ref = nf.gram(X, arch=nf.presets.by_name("gap2"), tile=32)
+    g = zarr.open_group(out, mode="r")
+    assert _eq(g["ntk"], ref.ntk) and _eq(g["nngp"], ref.nngp)

@@ -3,6 +3,10 @@
 ``gram(X)`` computes only tiles on or above the diagonal and mirrors them (exactly symmetric); the
 per-image self data (the diagonals that feed every ReLU) is computed once per image, not once per pair.
 Any N works: the last tile row/column is simply smaller.
+
+Tiles go to numpy arrays, memmaps or zarr stores (:mod:`ntkfast.store`), finished tiles are marked so that an
+interrupted run resumes without recomputing them, ``memory_budget`` sets the tile from the memory model of
+:mod:`ntkfast.memory`, and :mod:`ntkfast.distributed` runs the same tiles as Dask tasks. See docs/scale.md.
 """
 from __future__ import annotations
 
