@@ -94,7 +94,11 @@ def run(job, client, *, progress=False):
     if not job.pending:
         return 0
     threads = max(job.threads, 1)
-    from distributed import as_completed
+    try:
+        from distributed import as_completed
+    except ImportError as e:
+        raise ImportError(f"ntkfast.distributed needs dask.distributed ({e}); install it: pip install "
+                          "'dask[distributed]' (the 'scale' extra: pip install 'ntkfast[scale]')") from None
     token = uuid.uuid4().hex[:8]
     Xf = client.scatter(job.X, broadcast=True)
     Yf = None if job.symmetric else client.scatter(job.Y, broadcast=True)

@@ -241,8 +241,17 @@ def open_store(out, kind, shape, dtype):
     return st, lambda tile: st
 
 
+def _import_zarr(what):
+    try:
+        import zarr
+    except ImportError as e:
+        raise ImportError(f"{what} needs zarr >= 3 ({e}); install it: pip install 'zarr>=3' "
+                          "(the 'scale' extra: pip install 'ntkfast[scale]')") from None
+    return zarr
+
+
 def _zarr_path_store(path, names, shape, dt):
-    import zarr
+    zarr = _import_zarr(f"out={path!r}")
     if os.path.exists(path):
         try:
             g = zarr.open_group(path, mode="r+")
