@@ -434,3 +434,39 @@ def test_cli_bad_arguments_exit_2(tmp_path, capsys):
     assert "--models must be one of" in capsys.readouterr().err
     assert main(["taylor", "--dims", "8,x", "--out", str(tmp_path / "x.png")]) == 2
     assert "--dims must be comma-separated integers; got '8,x'" in capsys.readouterr().err
+
+
+def test_randomized_objective_is_unbiased_for_the_sign_expectation():
+    """E_S L(W0 + S W) = 1/(2N) sum_i [(E_S f(x_i) - y_i)^2 + Var_S f(x_i)], with Var_S f = sum_r g_r^2 for the
+    per-neuron odd parts g_r = a_r (sigma(z0 + u) - sigma(z0 - u)) / (2 sqrt m): the mean of the sampled
+    objective over K draws must match within its standard error."""
+    rng = np.random.default_rng(11)
+    net = _net("softplus", d=5, m=8)
+    X = T.sphere(10, 5, seed=14)
+    y = rng.standard_normal(10)
+    W = 0.7 * rng.standard_normal((8, 5))
+    Z0, U = X @ net.W0.T, X @ W.T
+    g = net.a * (T.activation("softplus", Z0 + U) - T.activation("softplus", Z0 - U)) / (2 * math.sqrt(8))
+    exact = 0.5 * np.mean((net.sign_average(X, W) - y) ** 2 + (g ** 2).sum(axis=1))
+    for anti in (True, False):
+        obj = T.Objective(net, "randomized", X, y, rng=np.random.default_rng(5), antithetic=anti)
+        vals = []
+        for _ in range(3000):
+            obj.resample()
+            vals.append(obj.value(W))
+        vals = np.array(vals)
+        assert abs(vals.mean() - exact) < 5 * vals.std() / math.sqrt(len(vals)), (anti, vals.mean(), exact)
+
+
+def test_ntk_ridge_matches_a_direct_solve_with_the_reference_kernel():
+    from ntkfast import reference
+    d = 6
+    X, Xt = T.sphere(30, d, seed=15), T.sphere(7, d, seed=16)
+    y = T.PolynomialTarget(d, 1, 2, seed=2, n_mc=20000)(X)
+    pred, ridge = T.ntk_ridge(X, y, Xt, depth=2, ridges=(1e-2,))
+    assert ridge == 1e-2
+    K = reference.fc_closed_form(X, depth=2, kind="ntk")
+    Kt = reference.fc_closed_form(Xt, X, depth=2, kind="ntk")
+    alpha = np.linalg.solve(K + 1e-2 * np.trace(K) / 30 * np.eye(30), y)
+    # condition number of K + ridge I is at most 1 + 30 / 1e-2; float64 solve error ~ cond * eps
+    np.testing.assert_allclose(pred, Kt @ alpha, rtol=1e-9, atol=1e-9 * np.abs(Kt @ alpha).max())
