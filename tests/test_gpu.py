@@ -10,7 +10,6 @@ float64 readout sums); float32 1e-5 (a few float32 roundings per layer on averag
 loss at nearly parallel patches is confined to isolated positions that the readout averages away, and the
 Gram diagonal is exact because the d = 0 plane of a pair (x, x) reproduces the self recursion bitwise).
 """
-import inspect
 import os
 
 import numpy as np
@@ -206,8 +205,6 @@ def test_cupy_inputs():
 
 def test_cupy_output_on_request():
     cp = pytest.importorskip("cupy")
-    if "output" not in inspect.signature(nf.gram).parameters:
-        pytest.skip("gram() has no output= parameter yet (cupy results on request)")
     arch, shape = SYM_NETS["gap3"]
     X = np.random.default_rng(19).standard_normal((5,) + shape)
     got = nf.gram(cp.asarray(X), arch=arch, device="cuda", output="cupy")
@@ -218,7 +215,7 @@ def test_cupy_output_on_request():
 
 
 # Every test above except test_gpu_usable_when_required carries the gpu marker (a module-level pytestmark
-# would reach that one too, and the conftest would turn its failure into an expected failure).
+# would reach that one too, and the conftest's gpu guard would skip it).
 for _name, _obj in list(globals().items()):
     if _name.startswith("test_") and callable(_obj) and _name != "test_gpu_usable_when_required":
         globals()[_name] = pytest.mark.gpu(_obj)

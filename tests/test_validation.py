@@ -66,6 +66,7 @@ def test_arch_does_not_fit_image(arch, shape, match):
     (dict(X=X, tile=0), ValueError, r"tile must be a positive int .*; got 0"),
     (dict(X=X, arch="gap5"), TypeError, r"arch must be an ntkfast architecture .*; got str"),
     (dict(X=X, out=np.zeros((2, 2))), TypeError, r"out must be ntkfast.Kernels"),
+    (dict(X=X, output="torch"), ValueError, r"output must be 'numpy' or 'cupy'; got 'torch'"),
     (dict(X=X, kind="ntk", out=np.zeros((2, 2))), ValueError, r"out \(ntk\) must have shape \(3, 3\); got \(2, 2\)"),
 ])
 def test_gram_input_errors(kwargs, exc, match):

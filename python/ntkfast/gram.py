@@ -64,7 +64,7 @@ def tiles(n, m, tile, symmetric):
 
 
 def gram(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=None, progress=False, out=None,
-         threads=None, memory_budget=None):
+         threads=None, memory_budget=None, output="numpy"):
     """NNGP/CKN and NTK Gram matrices of ``arch`` between X and Y (or X and itself).
 
     Parameters
@@ -102,16 +102,37 @@ def gram(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=Non
         the computation (model in :mod:`ntkfast.memory`: inputs + self data + in-memory outputs + one tile in
         flight + per-thread CPU workspace) and sets the tile size. A budget that cannot hold even a one-image
         tile (or the given tile) raises MemoryError with the need and the budget, before any work.
+    output : 'numpy' (default) or 'cupy': the type of in-memory results (cupy arrays on the current GPU;
+        needs cupy, the ``gpu`` extra). Only with ``out=None``.
 
     Returns
     -------
     ``Kernels(nngp, ntk)`` of (N, M) arrays of ``dtype``, or one (N, M) array if ``kind`` is given: numpy
     arrays, or the store's arrays (zarr arrays, memmaps; ``out`` itself when it was an array).
     """
+    xp = _output_module(output, out)
     job = prepare(X, Y, arch=arch, kind=kind, device=device, dtype=dtype, tile=tile, out=out, threads=threads,
                   memory_budget=memory_budget, progress=progress)
     job.run(progress=progress)
-    return job.result()
+    res = job.result()
+    if xp is None:
+        return res
+    return xp.asarray(res) if kind is not None else type(res)(*(xp.asarray(r) for r in res))
+
+
+def _output_module(output, out):
+    """None for numpy results, the cupy module for output='cupy' (checked before any work)."""
+    if output not in ("numpy", "cupy"):
+        raise ValueError(f"output must be 'numpy' or 'cupy'; got {output!r}")
+    if output == "numpy":
+        return None
+    if out is not None:
+        raise ValueError("output='cupy' returns new GPU arrays; it cannot be combined with out=")
+    try:
+        import cupy
+    except ImportError as e:
+        raise ImportError("output='cupy' needs cupy: pip install 'ntkfast[gpu]' (cupy-cuda13x)") from e
+    return cupy
 
 
 _META_ORDER = ("arch", "dtype", "kinds", "shape", "symmetric", "X", "Y", "tile")
