@@ -222,7 +222,7 @@ def paired_distances(X, Y, *, arch, device="auto", dtype="float64", relative=Fal
     sy = self_kernels(Y, arch=arch, device=device, dtype=dtype)
     cross = [_gram(X[i:i + 1], Y[i:i + 1], arch=arch, device=device, dtype=dtype) for i in range(len(X))]
     res = []
-    for j, kind in enumerate(("nngp", "ntk")):
+    for j in range(2):  # nngp, ntk
         kxx, kyy = np.asarray(sx[j], np.float64), np.asarray(sy[j], np.float64)
         kxy = np.array([float(c[j][0, 0]) for c in cross])
         d = np.sqrt(np.maximum(kxx + kyy - 2 * kxy, 0.0))
