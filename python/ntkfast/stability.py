@@ -185,14 +185,23 @@ def _gram(X, Y=None, *, arch, device, dtype):
     return gram(X, Y, arch=arch, device=device, dtype=dtype)
 
 
-def self_kernels(X, *, arch, device="auto", dtype="float64"):
+def self_kernels(X, *, arch, device="auto", dtype="float64", batch=None):
     """K(x, x) for every image of X (N, ...): ``Kernels(nngp=(N,), ntk=(N,))`` float64, each from the exact
-    self recursion (one :func:`ntkfast.gram` call per image: no N x N Gram)."""
+    self recursion (the diagonal of a symmetric :func:`ntkfast.gram`), no N x N Gram.
+
+    ``batch``: images per ``gram`` call, whose diagonal is kept. ``gram`` has a fixed cost per call (about
+    0.13 s for bietti_mairal on the 2-core CPU, against 5 ms per pair), so small symmetric blocks are ~3x
+    faster than one image per call. Default: 8, or 1 for architectures with GlobalAvgPool (all offset
+    planes per pair: pairs are dear)."""
+    from .arch import GlobalAvgPool
+    if batch is None:
+        batch = 1 if any(isinstance(l, GlobalAvgPool) for l in getattr(arch, "layers", ())) else 8
+    batch = _count(batch, "batch")
     X = np.asarray(X)
     nn, nt = np.empty(len(X)), np.empty(len(X))
-    for i in range(len(X)):
-        k = _gram(X[i:i + 1], arch=arch, device=device, dtype=dtype)
-        nn[i], nt[i] = k.nngp[0, 0], k.ntk[0, 0]
+    for i in range(0, len(X), batch):
+        k = _gram(X[i:i + batch], arch=arch, device=device, dtype=dtype)
+        nn[i:i + batch], nt[i:i + batch] = np.diag(k.nngp), np.diag(k.ntk)
     return Kernels(nn, nt)
 
 
