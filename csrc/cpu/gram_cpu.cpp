@@ -175,6 +175,11 @@ class Engine {
   Engine(const Program& P, const PackLayout& lay) : P_(P), lay_(lay), tf_(lay.tf) {
     const size_t plane = static_cast<size_t>(P.max_plane) * L;
     for (auto* b : {&s0_, &t0_, &s1_, &t1_, &hs_, &ht_}) b->assign(plane, T(0));
+    int kmax = 1;
+    for (const Stage& st : P.stages)
+      for (const LayerOp& op : st.ops) kmax = std::max(kmax, op.kx);
+    pad_.assign(static_cast<size_t>(P.W + kmax) * L, T(0));
+    zero_.assign(static_cast<size_t>(P.W) * L, T(0));
     row_.assign(static_cast<size_t>(std::max(P.W, 1)) * 2 * L, T(0));
     xbuf_.assign(static_cast<size_t>(lay.size) * L, T(0));
     for (size_t k = 0; k < P.diag_offset.size(); ++k) diag_self_.emplace_back(lay.diag_tp[k] * L, T(0));
@@ -305,16 +310,22 @@ class Engine {
       std::memcpy(S, in_s_.data() + o, n * sizeof(T));
       std::memcpy(Tt, in_t_.data() + o, n * sizeof(T));
     }
-    for (const LayerOp& op : st.ops) {
+    for (size_t k = 0; k < st.ops.size(); ++k) {
+      const LayerOp& op = st.ops[k];
       if (op.kind == LayerOp::Conv) {
         const Span oy = span(op.h_out, dy, circ), ox = span(op.w_out, dx, circ);
         if (oy.len <= 0 || ox.len <= 0) return;  // the plane leaves the state: it contributes nothing
         T* S2 = (S == s0_.data()) ? s1_.data() : s0_.data();
         T* T2 = (Tt == t0_.data()) ? t1_.data() : t0_.data();
-        conv(op, sy.len, sx.len, oy.len, ox.len, S, Tt, S2, T2);
+        // A ReLU right after the conv runs on each output row while it is still in L1.
+        const bool fuse = k + 1 < st.ops.size() && st.ops[k + 1].kind == LayerOp::Relu;
+        conv(op, fuse ? &st.ops[k + 1] : nullptr, dy, dx, sy, sx, oy, ox, S, Tt, S2, T2);
+        if (fuse) ++k;
         S = S2; Tt = T2; sy = oy; sx = ox; h = op.h_out; w = op.w_out;
       } else {
-        relu(op, dy, dx, sy, sx, S, Tt);
+        for (int i = 0; i < sy.len; ++i)
+          relu_row(op, dy, dx, sy, sx, i, S + static_cast<size_t>(i) * sx.len * L,
+                   Tt + static_cast<size_t>(i) * sx.len * L);
       }
     }
     if (st.has_pool) {
@@ -351,69 +362,117 @@ class Engine {
       for (size_t e = 0; e < n; ++e) S[e] *= invC;
   }
 
-  // Box sum of a kx by ky window (separable), zero outside the plane (or wrapping when circular).
-  void conv(const LayerOp& op, int ly, int lx, int loy, int lox, const T* S, const T* Tt, T* S2, T* T2) {
+  // Box sum of a ky x kx window (separable), zero outside the plane's span (wrapping when circular), then
+  // S' = scale * box(S) + b^2, T' = scale * box(T) + S'. Rows are padded once, so every sum is a
+  // branch-free flat loop over (position, lane); with `relu` (the op that follows) each output row goes
+  // through the ReLU while it is still in L1.
+  void conv(const LayerOp& op, const LayerOp* relu, int dy, int dx, Span sy, Span sx, Span oy, Span ox,
+            const T* S, const T* Tt, T* S2, T* T2) {
     const bool circ = P_.circular;
+    const int ly = sy.len, lx = sx.len, loy = oy.len, lox = ox.len, nrow = lox * L;
     T* hs = hs_.data();
     T* ht = ht_.data();
-    // Horizontal: hs[i][j] = sum_b S[i][j + b - pad_x].
+    T* pr = pad_.data();
+    const int plen = lox + op.kx - 1;  // padded row: pr[c] = row[c - pad_x], zero (or wrapped) outside
+    // SAME 3-tap rows need no padded copy: the edge sums just drop the missing (zero) term.
+    const bool same3 = !circ && op.kx == 3 && op.pad_x == 1 && lox == lx && lx >= 2;
     for (int i = 0; i < ly; ++i)
-      for (int j = 0; j < lox; ++j) {
-        T as[L] = {}, at[L] = {};
-        for (int b = 0; b < op.kx; ++b) {
-          int c = j + b - op.pad_x;
-          if (circ) c = c < 0 ? c + lx : (c >= lx ? c - lx : c);
-          else if (c < 0 || c >= lx) continue;
-          const T* ps = S + (static_cast<size_t>(i) * lx + c) * L;
-          const T* pt = Tt + (static_cast<size_t>(i) * lx + c) * L;
-          for (int l = 0; l < L; ++l) { as[l] += ps[l]; at[l] += pt[l]; }
+      for (int which = 0; which < 2; ++which) {
+        const T* src = (which ? Tt : S) + static_cast<size_t>(i) * lx * L;
+        T* dst = (which ? ht : hs) + static_cast<size_t>(i) * nrow;
+        if (same3) {
+          hsum3_same(src, lx, dst);
+          continue;
         }
-        T* qs = hs + (static_cast<size_t>(i) * lox + j) * L;
-        T* qt = ht + (static_cast<size_t>(i) * lox + j) * L;
-        for (int l = 0; l < L; ++l) { qs[l] = as[l]; qt[l] = at[l]; }
+        for (int c = 0; c < plen; ++c) {
+          int q = c - op.pad_x;
+          if (circ) q = q < 0 ? q + lx : (q >= lx ? q - lx : q);
+          T* o = pr + static_cast<size_t>(c) * L;
+          if (q >= 0 && q < lx) {
+            for (int l = 0; l < L; ++l) o[l] = src[q * L + l];
+          } else {
+            for (int l = 0; l < L; ++l) o[l] = T(0);
+          }
+        }
+        if (op.kx == 3) {  // the common case in one pass: same sums, same order as the loop below
+          const T* __restrict p = pr;
+          T* __restrict q = dst;
+          for (int e = 0; e < nrow; ++e) q[e] = (p[e] + p[e + L]) + p[e + 2 * L];
+        } else {
+          for (int e = 0; e < nrow; ++e) dst[e] = pr[e];
+          for (int b = 1; b < op.kx; ++b)
+            for (int e = 0; e < nrow; ++e) dst[e] += pr[e + b * L];
+        }
       }
-    // Vertical, then scale: S' = scale * box(S) + b^2, T' = scale * box(T) + S'.
     const T scale = static_cast<T>(op.scale), bias2 = static_cast<T>(op.bias2);
+    const T* zero = zero_.data();
     for (int i = 0; i < loy; ++i) {
-      T* os = S2 + static_cast<size_t>(i) * lox * L;
-      T* ot = T2 + static_cast<size_t>(i) * lox * L;
-      for (int j = 0; j < lox * L; ++j) { os[j] = T(0); ot[j] = T(0); }
-      for (int a = 0; a < op.ky; ++a) {
-        int r = i + a - op.pad_y;
-        if (circ) r = r < 0 ? r + ly : (r >= ly ? r - ly : r);
-        else if (r < 0 || r >= ly) continue;
-        const T* ps = hs + static_cast<size_t>(r) * lox * L;
-        const T* pt = ht + static_cast<size_t>(r) * lox * L;
-        for (int j = 0; j < lox * L; ++j) { os[j] += ps[j]; ot[j] += pt[j]; }
+      T* os = S2 + static_cast<size_t>(i) * nrow;
+      T* ot = T2 + static_cast<size_t>(i) * nrow;
+      if (op.ky == 3) {  // the common case in one pass: same sums, same order as the general loop
+        const T* rs[3];
+        const T* rt[3];
+        for (int a = 0; a < 3; ++a) {
+          int r = i + a - op.pad_y;
+          if (circ) r = r < 0 ? r + ly : (r >= ly ? r - ly : r);
+          const bool in = r >= 0 && r < ly;
+          rs[a] = in ? hs + static_cast<size_t>(r) * nrow : zero;
+          rt[a] = in ? ht + static_cast<size_t>(r) * nrow : zero;
+        }
+        vsum3(rs, rt, scale, bias2, nrow, os, ot);
+      } else {
+        for (int a = 0; a < op.ky; ++a) {
+          int r = i + a - op.pad_y;
+          if (circ) r = r < 0 ? r + ly : (r >= ly ? r - ly : r);
+          const bool in = r >= 0 && r < ly;
+          const T* ps = in ? hs + static_cast<size_t>(r) * nrow : zero;
+          const T* pt = in ? ht + static_cast<size_t>(r) * nrow : zero;
+          if (a == 0) {
+            for (int e = 0; e < nrow; ++e) { os[e] = ps[e]; ot[e] = pt[e]; }
+          } else {
+            for (int e = 0; e < nrow; ++e) { os[e] += ps[e]; ot[e] += pt[e]; }
+          }
+        }
+        for (int e = 0; e < nrow; ++e) {
+          os[e] = scale * os[e] + bias2;
+          ot[e] = scale * ot[e] + os[e];
+        }
       }
-      for (int j = 0; j < lox * L; ++j) {
-        os[j] = scale * os[j] + bias2;
-        ot[j] = scale * ot[j] + os[j];
-      }
+      if (relu) relu_row(*relu, dy, dx, oy, ox, i, os, ot);
     }
   }
 
-  void relu(const LayerOp& op, int dy, int dx, Span sy, Span sx, T* S, T* Tt) {
+  // q[j] = (p[j-1] + p[j]) + p[j+1] over a row of n >= 2 positions, zero outside: the padded sums of
+  // conv() with the zero term dropped (0 + x == x exactly).
+  static void hsum3_same(const T* __restrict p, int n, T* __restrict q) {
+    for (int l = 0; l < L; ++l) q[l] = p[l] + p[L + l];
+    for (int e = L; e < (n - 1) * L; ++e) q[e] = (p[e - L] + p[e]) + p[e + L];
+    for (int e = (n - 1) * L; e < n * L; ++e) q[e] = p[e - L] + p[e];
+  }
+
+  // S row = scale * ((s0 + s1) + s2) + b^2, T row = scale * ((t0 + t1) + t2) + S row.
+  static void vsum3(const T* const* rs, const T* const* rt, T scale, T bias2, int n, T* __restrict os,
+                    T* __restrict ot) {
+    const T *__restrict s0 = rs[0], *__restrict s1 = rs[1], *__restrict s2 = rs[2];
+    const T *__restrict t0 = rt[0], *__restrict t1 = rt[1], *__restrict t2 = rt[2];
+    for (int e = 0; e < n; ++e) os[e] = scale * ((s0[e] + s1[e]) + s2[e]) + bias2;
+    for (int e = 0; e < n; ++e) ot[e] = scale * ((t0[e] + t1[e]) + t2[e]) + os[e];
+  }
+
+  // ReLU on row i of a plane (in place). In self mode the d = 0 plane first records its pre-activation
+  // values: the diagonal S(x,x)[u,u] that every pair's ReLU at this layer reads.
+  void relu_row(const LayerOp& op, int dy, int dx, Span sy, Span sx, int i, T* ps, T* pt) {
     const int SW = tf_ * op.w_in, H = op.h_in, W = op.w_in;
-    const T* px_base = dgx_[op.relu_slot];
-    const T* py_base = dgy_[op.relu_slot];
-    if (self_ && dy == 0 && dx == 0) {  // record this layer's diagonal (pre-activation S at d = 0)
-      for (int y = 0; y < H; ++y)
-        for (int x = 0; x < W; ++x)
-          for (int a = 0; a < tf_; ++a)
-            for (int b = 0; b < tf_; ++b) {
-              T* dst = diag_self_[op.relu_slot].data() + (static_cast<size_t>(y + a * H) * SW + x + b * W) * L;
-              const T* src = S + (static_cast<size_t>(y) * W + x) * L;
-              for (int l = 0; l < L; ++l) dst[l] = src[l];
-            }
+    if (self_ && dy == 0 && dx == 0) {
+      for (int a = 0; a < tf_; ++a)
+        for (int b = 0; b < tf_; ++b) {
+          T* dst = diag_self_[op.relu_slot].data() + (static_cast<size_t>(i + a * H) * SW + b * W) * L;
+          for (int e = 0; e < W * L; ++e) dst[e] = ps[e];
+        }
     }
-    for (int i = 0; i < sy.len; ++i) {
-      const T* px = px_base + (static_cast<size_t>(sy.start + i) * SW + sx.start) * L;
-      const T* py = py_base + (static_cast<size_t>(sy.start + i + dy) * SW + sx.start + dx) * L;
-      T* ps = S + static_cast<size_t>(i) * sx.len * L;
-      T* pt = Tt + static_cast<size_t>(i) * sx.len * L;
-      for (int j = 0; j < sx.len * L; ++j) relu_step(ps[j], pt[j], px[j], py[j]);
-    }
+    const T* px = dgx_[op.relu_slot] + (static_cast<size_t>(sy.start + i) * SW + sx.start) * L;
+    const T* py = dgy_[op.relu_slot] + (static_cast<size_t>(sy.start + i + dy) * SW + sx.start + dx) * L;
+    for (int j = 0; j < sx.len * L; ++j) relu_step(ps[j], pt[j], px[j], py[j]);
   }
 
   // Adds plane d's contributions to every plane of the next stage that its pooling reaches.
@@ -478,7 +537,7 @@ class Engine {
   std::vector<const T*> dgx_, dgy_;       // this batch's ReLU diagonals of x and y
   std::vector<std::vector<T>> diag_self_;  // self mode: the diagonals being recorded
   std::vector<T> xbuf_;                    // pair mode: x broadcast to all lanes
-  std::vector<T> s0_, t0_, s1_, t1_, hs_, ht_, row_;
+  std::vector<T> s0_, t0_, s1_, t1_, hs_, ht_, row_, pad_, zero_;
   std::vector<PlaneStore> stores_pair_, stores_self_;  // layout of stage s+1's input planes
   std::vector<T> in_s_, in_t_, out_s_, out_t_;
   double acc_s_[L], acc_t_[L];
