@@ -259,6 +259,27 @@ def test_cli_krr_end_to_end(tiny_npz, tmp_path, capsys):
     assert f"accuracy : {100 * acc:.2f} % on 8 test items" in text
 
 
+def test_cli_krr_gram_store_streams_the_same_answer(tiny_npz, tmp_path, capsys):
+    """--gram-store: Grams in resumable zarr stores, coefficients by streamed PCG; same predictions as the
+    in-memory path with the same ridge."""
+    path = tiny_npz[0]
+    mem, streamed = tmp_path / "mem.npy", tmp_path / "streamed.npy"
+    base = ["krr", "--data", path, "--arch", "gap2", "--train", "28", "--test", "8", "--ridge", "0.01",
+            "--dtype", "float64"]
+    assert main(base + ["--out", str(mem)]) == 0
+    capsys.readouterr()
+    store = tmp_path / "g.zarr"
+    assert main(base + ["--out", str(streamed), "--gram-store", str(store), "--memory-budget", "50MB"]) == 0
+    text = capsys.readouterr().out
+    assert "streamed Nystrom-PCG" in text and store.exists() and (tmp_path / "g_test.zarr").exists()
+    np.testing.assert_array_equal(np.load(streamed), np.load(mem))
+    # a grid of ridges cannot be selected from a store; a budget needs a store
+    assert main(base[:-4] + ["--gram-store", str(tmp_path / "h.zarr")]) == 2
+    assert "pass --ridge R" in capsys.readouterr().err
+    assert main(base + ["--memory-budget", "50MB"]) == 2
+    assert "--memory-budget applies with --gram-store" in capsys.readouterr().err
+
+
 def test_cli_krr_subprocess(tiny_npz, tmp_path):
     path = tiny_npz[0]
     out = tmp_path / "pred.npy"

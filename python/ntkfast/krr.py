@@ -561,6 +561,12 @@ def register_cli(sub):
     p.add_argument("--out", default=None, help="write test predictions: .npy (labels) or .csv "
                                                "(index,predicted[,label])")
     add_compute_args(p)
+    p.add_argument("--gram-store", default=None, metavar="PATH.zarr",
+                   help="beyond memory: write the train Gram to PATH.zarr and the test Gram beside it "
+                        "(PATH_test.zarr), both resumable, and solve by streamed Nystrom-preconditioned CG "
+                        "(ntkfast.krr_stream) for one --ridge")
+    p.add_argument("--memory-budget", default=None, metavar="BYTES",
+                   help="with --gram-store: host memory bound of the Gram and the solver, e.g. 500MB")
     p.set_defaults(func=_cli_krr)
 
 
@@ -643,15 +649,35 @@ def _cli_krr(args):
 
     kw = dict(arch=arch, kind=args.kind, device=device, dtype=args.dtype, tile=args.tile, progress=args.progress,
               threads=args.threads)
+    store = args.gram_store
+    if store is not None:
+        if not str(store).endswith(".zarr"):
+            raise ValueError(f"--gram-store must be a path ending in .zarr; got {store!r}")
+        if args.ridge is None or len(ridges) != 1:
+            raise ValueError("--gram-store solves for one ridge (no leave-one-out from a store): pass --ridge R; "
+                             f"got {'the default grid' if args.ridge is None else len(ridges)} ridge values")
+        kw.update(memory_budget=args.memory_budget)
+    elif args.memory_budget is not None:
+        raise ValueError("--memory-budget applies with --gram-store; pass both or neither")
     t0 = time.perf_counter()
-    K = gram(Xtr, **kw)
+    K = gram(Xtr, out=store, **kw)
     t1 = time.perf_counter()
-    Kt = gram(Xte, Xtr, **kw)
+    Kt = gram(Xte, Xtr, out=None if store is None else store[:-5] + "_test.zarr", **kw)
     t2 = time.perf_counter()
     pairs_tr, pairs_te = n * (n + 1) // 2, n * m
     print(f"  gram     : train {t1 - t0:.2f} s ({pairs_tr:,} pairs, {pairs_tr / max(t1 - t0, 1e-9):,.0f} pairs/s), "
           f"test {t2 - t1:.2f} s ({pairs_te:,} pairs, {pairs_te / max(t2 - t1, 1e-9):,.0f} pairs/s)", flush=True)
 
+    if store is not None:
+        from . import krr_stream
+        alpha, info = krr_stream.solve(K, Ytr, ridges[0], memory_budget=args.memory_budget,
+                                       device="cpu" if device == "cpu" else "auto", return_info=True)
+        pred = classes[np.argmax(krr_stream.predict(Kt, alpha, memory_budget=args.memory_budget), axis=1)]
+        t3 = time.perf_counter()
+        print(f"  solve    : {t3 - t2:.2f} s (streamed Nystrom-PCG from {store}: {info.iterations} iterations, "
+              f"{info.passes} passes, max residual {float(np.max(info.residuals)):.1e})")
+        print(f"  ridge    : {ridges[0]:g} (relative to tr(K)/N; fixed)")
+        return _report(args, pred, yte, m, t0, t3)
     model = KRR(ridges, cv=cv, scoring="accuracy", device="cpu" if device == "cpu" else "auto").fit(K, Ytr)
     pred = classes[np.argmax(model.predict(Kt), axis=1)]
     t3 = time.perf_counter()
@@ -660,6 +686,11 @@ def _cli_krr(args):
                                        else f"{cv}-fold accuracy {100 * sel.scores[sel.index]:.2f} %")
     print(f"  solve    : {t3 - t2:.2f} s (float64 eigendecomposition of {n} x {n}, {len(ridges)} ridge(s))")
     print(f"  ridge    : {model.ridge_:g} (relative to tr(K)/N; {how})")
+    return _report(args, pred, yte, m, t0, t3)
+
+
+def _report(args, pred, yte, m, t0, t3):
+    """Accuracy, predictions file and total time of ``ntkfast krr``."""
     if yte is not None:
         acc = float(np.mean(pred == yte))
         print(f"  accuracy : {100 * acc:.2f} % on {m} test items ({int(np.sum(pred == yte))}/{m})")
