@@ -325,18 +325,21 @@ class GramEigen:
         Y : (N,) or (N, T). ridge : float or sequence (R,) of relative ridges >= 0.
         Returns float64 alpha of shape Y.shape for a scalar ridge, (R,) + Y.shape for a sequence.
         """
+        scalar, one_d, _, _, alpha = self._alphas(Y, ridge, check)
+        if one_d:
+            alpha = alpha[..., 0]
+        return self._out(alpha[0] if scalar else alpha)
+
+    def _alphas(self, Y, ridge, check):
+        """(scalar ridge?, 1-d Y?, Y as (N, T), 1/(w + lam) (R, N), alpha (R, N, T)) for solve and loo."""
         r, scalar = _check_ridges(ridge)
         Yx, one_d = self._xp_targets(Y)
         if check:
             self.check_conditioning(r)
-        xp = self.xp
-        lam = xp.asarray(r * self.scale)
+        lam = self.xp.asarray(r * self.scale)
         c = self.V.T @ Yx                                      # (N, T)
         inv = 1.0 / (self.w[None, :] + lam[:, None])            # (R, N)
-        alpha = xp.matmul(self.V, inv[:, :, None] * c[None])
-        if one_d:
-            alpha = alpha[..., 0]
-        return self._out(alpha[0] if scalar else alpha)
+        return scalar, one_d, Yx, inv, self.xp.matmul(self.V, inv[:, :, None] * c[None])
 
     def loo(self, Y, ridge, *, check=True):
         """Leave-one-out predictions in closed form.
@@ -345,15 +348,7 @@ class GramEigen:
         ``Y_i - alpha_i / (H^-1)_ii`` (the standard identity for ridge / kernel ridge regression).
         Y : (N,) or (N, T); ridge : float or (R,). Returns float64 predictions shaped like :meth:`solve`.
         """
-        r, scalar = _check_ridges(ridge)
-        Yx, one_d = self._xp_targets(Y)
-        if check:
-            self.check_conditioning(r)
-        xp = self.xp
-        lam = xp.asarray(r * self.scale)
-        c = self.V.T @ Yx
-        inv = 1.0 / (self.w[None, :] + lam[:, None])                     # (R, N)
-        alpha = xp.matmul(self.V, inv[:, :, None] * c[None])  # (R, N, T)
+        scalar, one_d, Yx, inv, alpha = self._alphas(Y, ridge, check)   # alpha (R, N, T)
         hdiag = (self.V * self.V) @ inv.T                                 # (N, R): diag of H^-1 per ridge
         pred = Yx[None] - alpha / hdiag.T[:, :, None]
         if one_d:
