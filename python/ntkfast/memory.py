@@ -10,7 +10,7 @@ self data                 ``(N + M) * program.self_size * s``: the per-image rec
 outputs in memory         ``k * N * M * s`` when the result is a numpy array in memory; 0 when it goes to a
                           zarr store or a memmap (their pages are file-backed page cache, not heap)
 per tile                  ``k * t^2 * s`` for the tile's results, ``8 * t^2`` for the C++ pair list, and for a
-                          zarr store ``2 * t^2 * s`` more while a (transposed) tile is copied and encoded (measured: 1.8)
+                          zarr store ``3 * t^2 * s`` more while a (transposed) tile is copied and encoded (measured 1.8 to 2.8)
 per thread (CPU)          ``L * s * (6 * max_plane + 4 * most + 2 * tf^2 * (H W C + self_size) + 2 W)``:
                           the C++ engine's planes (``L = 64 / s`` lanes, ``max_plane`` = largest h*w of a
                           stage, ``most`` = largest band of offset planes kept across a pooling, ``tf`` = 2 for
@@ -106,7 +106,7 @@ def tile_bytes(t, kinds, itemsize, store):
     """Bytes of one t x t tile in flight: results, the C++ pair list, and zarr's encoding copy."""
     b = kinds * t * t * itemsize + 8 * t * t
     if store == "zarr":
-        b += 2 * t * t * itemsize
+        b += 3 * t * t * itemsize
     return int(b)
 
 
