@@ -18,7 +18,7 @@ void Program::finalize() {
   require(!spatial || readout != Readout::None, "a spatial program needs a readout");
   diag_offset.clear(); diag_h.clear(); diag_w.clear();
   int off = 0;
-  max_plane = spatial ? 1 : 1;
+  max_plane = 1;
   int h = H, w = W;
   for (size_t s = 0; s < stages.size(); ++s) {
     Stage& st = stages[s];

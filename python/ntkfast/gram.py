@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import numbers
-import time
 
 import numpy as np
 
@@ -336,12 +335,3 @@ def _budget_message(budget, need, e, store_kind, tile):
     return (f"memory_budget={f(budget)} is too small: the computation needs {f(need)} ({parts}); raise the "
             f"budget{hint}")
 
-
-def timed_gram(X, Y=None, **kw):
-    """gram() plus (seconds, pairs computed): pairs count only the computed triangle when Y is None."""
-    t0 = time.perf_counter()
-    r = gram(X, Y, **kw)
-    dt = time.perf_counter() - t0
-    n = len(X)
-    pairs = n * (n + 1) // 2 if Y is None else n * len(Y)
-    return r, dt, pairs
