@@ -1,22 +1,69 @@
-// The compiled layer program: what every backend executes (built from Python's Arch.program()).
+// The layer program: the op table (every layer kind, once), a net as the user wrote it (ProgramSpec, read
+// from the one text serialization in serialize.hpp), and its compiled form (Program) that every backend
+// executes: stages of Conv/ReLU between mixing points, their offset planes, pooling tables, the readout and
+// the scalar head. compile() is the only place where the geometry of a net is derived.
 #pragma once
+#include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "core/geometry.hpp"
+
 namespace ntkfast {
 
-// Inclusive box of offsets (dy, dx) that a stage carries.
-struct Range {
-  int y0 = 0, y1 = 0, x0 = 0, x1 = 0;
+// A net that the program cannot compute as written (it does not fit the input, or is malformed). The
+// bindings raise it as ntkfast's ProgramError, a ValueError.
+class ProgramError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
 };
 
-// Conv or ReLU inside a stage (between poolings). Resolutions are those entering / leaving the op.
-struct LayerOp {
-  enum Kind { Conv, Relu } kind = Conv;
-  int ky = 1, kx = 1, pad_y = 0, pad_x = 0;  // Conv: window and zero padding before (SAME: (k-1)/2, VALID: 0)
-  double scale = 1.0, bias2 = 0.0;           // Conv: W_std^2 / (ky kx) and b_std^2
+// ---- The op table ----------------------------------------------------------------------------------------
+enum class OpKind : int { Conv, Relu, AvgPool, GaussianPool, GlobalAvgPool, Flatten, Dense };
+constexpr int kNumOpKinds = 7;
+
+struct OpInfo {
+  OpKind kind;
+  const char* token;    // name in the serialization
+  const char* display;  // name in error messages (the Python class)
+  int n_args;           // arguments after the token
+};
+// Every kind, in enum order. op_info() throws ProgramError on a value outside the enum.
+const OpInfo& op_info(OpKind k);
+const OpInfo* op_by_token(const std::string& token);  // nullptr if unknown
+
+enum class Padding : int { Same, Valid, Circular };
+const char* padding_name(Padding p);
+
+// One layer as written (see serialize.hpp for the text form).
+struct LayerSpec {
+  OpKind kind = OpKind::Relu;
+  int ky = 1, kx = 1;                // Conv and AvgPool window
+  int sy = 1, sx = 1;                // AvgPool stride; GaussianPool: its subsampling on both axes
+  Padding padding = Padding::Same;   // Conv: SAME/VALID/CIRCULAR; AvgPool: SAME/VALID
+  double w_std = 1.0, b_std = 0.0;   // Conv, Dense
+  double sigma = 0.0;                // GaussianPool (0: the default s / sqrt 2)
+};
+
+struct ProgramSpec {
+  bool spatial = true;    // images (H, W, C); else vectors (D,) held in C with H = W = 1
+  int H = 1, W = 1, C = 1;
+  std::vector<LayerSpec> layers;
+};
+
+// ---- The compiled program --------------------------------------------------------------------------------
+enum Mode : int { kPair = 0, kSelf = 1 };  // a pair (x, y), or the per-image self recursion (x, x)
+
+// Conv or ReLU inside a stage. Resolutions are those entering / leaving the op.
+struct StageOp {
+  enum Kind : int { Conv = 0, Relu = 1 } kind = Conv;
+  int layer = -1;                    // index in ProgramSpec::layers
+  bool wrap = false;                 // Conv: CIRCULAR (wraps within a circular plane); else zero padding
+  int ky = 1, kx = 1, pad_y = 0, pad_x = 0;  // Conv: window and padding before (SAME: (k-1)/2, VALID: 0)
+  double scale = 1.0, bias2 = 0.0;   // Conv: W_std^2 / (ky kx) and b_std^2
   int h_in = 0, w_in = 0, h_out = 0, w_out = 0;
-  int relu_slot = -1;                        // Relu: index of its diagonal in the per-image self data
+  int relu_slot = -1;                // Relu: index of its diagonal in Program::diags
 };
 
 // Separable pooling along one axis: output j reads positions origin + stride*j + t with weight taps[t].
@@ -25,40 +72,72 @@ struct PoolAxis {
   std::vector<double> taps;
 };
 
+// Where a linear source offset d goes when pooled along one axis: next linear offset dn, its plane index in
+// the next stage's representation, and the tap products g[t] = taps[t] taps[t + dn_delta] at PoolTable::g.
+struct PoolEntry {
+  int dn, plane, g;
+};
+struct PoolTable {
+  int n = 0;                  // source positions along the axis; source offsets d in [-(n-1), n-1]
+  int w = 0;                  // taps
+  std::vector<int> first;     // entries of d: [first[d + n - 1], first[d + n])
+  std::vector<PoolEntry> entries;
+  std::vector<double> g;      // w values per entry
+};
+
 struct Stage {
   int h_in = 0, w_in = 0, h_out = 0, w_out = 0;
-  std::vector<LayerOp> ops;
-  bool has_pool = false;  // ends with a pooling into the next stage; else the readout follows
+  bool circular = false;      // its planes' representation (geometry.hpp): circular iff a CIRCULAR conv is in it
+  std::vector<StageOp> ops;
+  bool has_pool = false;      // ends with a pooling (or a change of representation) into the next stage
+  int pool_layer = -1;        // the pooling layer; -1 for an identity change of representation
   PoolAxis pool_y, pool_x;
-  Range need_pair, need_self;  // offsets carried for pairs / for the per-image self recursion
-  bool self_active = true;     // whether the self recursion needs this stage at all
+  Range need[2];              // planes carried, per mode (plane indices of this stage's representation)
+  bool active[2] = {true, true};  // whether the mode runs this stage at all
+  std::vector<int64_t> store[2];  // stage > 0: plane_offsets of the planes entering it, per mode
+  PoolTable table_y[2], table_x[2];  // has_pool: per mode, filtered by the next stage's need
 };
 
 enum class Readout { None, Gap, Flatten };
 
 struct ScalarOp {
-  enum Kind { Dense, Relu } kind = Dense;
+  enum Kind : int { Dense = 0, Relu = 1 } kind = Dense;
+  int layer = -1;
   double w2 = 1.0, b2 = 0.0;
-  int relu_slot = -1;  // index into the scalar part of the self data
+  int relu_slot = -1;  // Relu: index into the scalar part of the self data
+};
+
+// Where each layer's state lives: resolutions in and out (-1 after the readout or for vector nets).
+struct LayerShape {
+  int h_in = -1, w_in = -1, h_out = -1, w_out = -1;
+};
+
+// Per-image self data (self_size values per image): each spatial ReLU's pre-activation diagonal
+// S(x,x)[u,u] (h*w values at offset), then each scalar ReLU's S.
+struct DiagSlot {
+  int offset = 0, h = 0, w = 0;
+  bool circular = false;  // its stage's representation (partners wrap)
 };
 
 struct Program {
-  int H = 1, W = 1, C = 1;  // input image size (or 1, 1, D for vectors)
-  bool spatial = false, circular = false;
+  int H = 1, W = 1, C = 1;
+  bool spatial = false;
   std::vector<Stage> stages;
   Readout readout = Readout::None;
   std::vector<ScalarOp> scalar;
-
-  // Derived by finalize(): layout of the per-image self data (one vector of self_size values per image):
-  // for each spatial ReLU its pre-activation diagonal S(x,x)[u,u] (h*w values), then each scalar ReLU's S.
-  std::vector<int> diag_offset, diag_h, diag_w;
+  std::vector<LayerShape> layer_shapes;
+  std::vector<DiagSlot> diags;
   int scalar_offset = 0, n_scalar_relu = 0, self_size = 0;
-  int max_plane = 1;  // largest h*w of any stage resolution
+  int max_plane = 1;           // largest h*w of any stage resolution
+  int64_t max_store[2] = {0, 0};  // largest pooled store (entries) per mode, 0 without pooling
+  double readout_den = 1.0;    // Gap: (h w)^2, Flatten: h w of the last stage
 
-  // Checks consistency (throws std::invalid_argument with the reason) and fills the derived fields.
-  void finalize();
   int input_size() const { return H * W * C; }
   std::string describe() const;
 };
+
+// Compiles a net for its input shape. Throws ProgramError naming the layer when it does not fit the input,
+// or saying what is malformed.
+Program compile(const ProgramSpec& spec);
 
 }  // namespace ntkfast
