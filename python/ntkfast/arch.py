@@ -1,19 +1,23 @@
-"""Architecture description: layers, ``serial``, validation and compilation to a layer program.
+"""Architecture description: layers, ``serial``, validation and the one text form of a layer program.
 
-Every layer carries the kernel rules of DESIGN section 1 for both the NNGP/CKN kernel (S) and the NTK (T).
-An architecture is built with :func:`serial` and is checked against an input shape before any heavy work
-(:meth:`Arch.plan`). :meth:`Arch.program` turns a plan into the plain description that the compiled
-backends execute (stages of Conv/ReLU between poolings, a readout, then scalar Dense/ReLU layers).
+Every layer carries the kernel rules of docs/design.md for both the NNGP/CKN kernel (S) and the NTK (T). An
+architecture is built with :func:`serial`; its structure is checked when it is built (:class:`Arch`), and its
+fit to an input shape before any heavy work (:meth:`Arch.plan`), by compiling it with the C++ core, which is
+the one place where the geometry of a net (resolutions, offset planes, poolings) is derived.
+
+The op table of this language is the set of :class:`Layer` subclasses: each names its token in the text form
+(``_token``) and writes its arguments (``_args``); ``csrc/core/serialize.hpp`` reads them.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 __all__ = ["Layer", "Conv", "ReLU", "AvgPool", "GaussianPool", "GlobalAvgPool", "Flatten", "Dense",
-           "serial", "Arch", "Plan"]
+           "serial", "Arch", "Plan", "LayerShape"]
 
 _PADDINGS = ("SAME", "VALID", "CIRCULAR")
 
@@ -41,11 +45,27 @@ def _real(value, name, layer, positive):
     return v
 
 
-class Layer:
-    """Base class of all layers (immutable value objects)."""
+def _num(v):
+    return repr(float(v))  # shortest text that strtod reads back exactly
 
-    spatial = False   # acts on images (before the readout)
-    readout = False   # turns an image state into a scalar state
+
+class Layer:
+    """Base class of all layers (immutable value objects).
+
+    Class attributes: ``spatial`` (acts on images, before the readout), ``readout`` (turns an image state
+    into a scalar one), ``affine`` (its output is a Gaussian pre-activation: Conv, Dense), ``nonlinear``
+    (an activation, which needs a Gaussian input), ``_token`` (its name in the text form).
+    """
+
+    spatial = False
+    readout = False
+    affine = False
+    nonlinear = False
+    _token = None
+
+    def _args(self):
+        """The arguments of this layer in the text form (csrc/core/serialize.hpp)."""
+        raise NotImplementedError(f"{type(self).__name__} has no text form")
 
 
 @dataclass(frozen=True)
@@ -53,7 +73,8 @@ class Conv(Layer):
     """k x k convolution: ``S' = W_std^2 / (kh kw) * sum_v S[u+v, u'+v] + b_std^2``, ``T' = W_std^2/(kh kw) sum_v T + S'``.
 
     ``k`` is an int or ``(kh, kw)``; ``padding`` is 'SAME' (zeros, JAX's split ``lo = (k-1)//2``),
-    'VALID' (output shrinks by k-1) or 'CIRCULAR' (wrap-around, same split as SAME).
+    'VALID' (output shrinks by k-1) or 'CIRCULAR' (wrap-around, same split as SAME). Paddings may be mixed
+    freely within a net: each convolution applies its own.
     """
 
     k: object = 3
@@ -61,6 +82,8 @@ class Conv(Layer):
     b_std: float = 0.0
     padding: str = "SAME"
     spatial = True
+    affine = True
+    _token = "conv"
 
     def __post_init__(self):
         object.__setattr__(self, "k", _pair(self.k, "k", "Conv"))
@@ -70,10 +93,22 @@ class Conv(Layer):
             raise ValueError(f"Conv: padding must be one of {_PADDINGS}; got {self.padding!r}")
         object.__setattr__(self, "padding", self.padding.upper())
 
+    def _args(self):
+        return [self.k[0], self.k[1], self.padding, _num(self.W_std), _num(self.b_std)]
+
 
 @dataclass(frozen=True)
 class ReLU(Layer):
-    """ReLU: ``S' = n kappa1(rho) / 2``, ``T' = T kappa0(rho) / 2`` with the angle from atan2 (DESIGN section 1)."""
+    """ReLU: ``S' = n kappa1(rho) / 2``, ``T' = T kappa0(rho) / 2`` with the angle from atan2 (docs/design.md).
+
+    Its input must be a Gaussian pre-activation: the output of a Conv or Dense, possibly through pooling or a
+    readout (not the raw input, not another activation)."""
+
+    nonlinear = True
+    _token = "relu"
+
+    def _args(self):
+        return []
 
 
 @dataclass(frozen=True)
@@ -88,6 +123,7 @@ class AvgPool(Layer):
     stride: object = None
     padding: str = "VALID"
     spatial = True
+    _token = "avgpool"
 
     def __post_init__(self):
         object.__setattr__(self, "p", _pair(self.p, "p", "AvgPool"))
@@ -96,6 +132,9 @@ class AvgPool(Layer):
         if not isinstance(self.padding, str) or self.padding.upper() not in ("SAME", "VALID"):
             raise ValueError(f"AvgPool: padding must be 'SAME' or 'VALID'; got {self.padding!r}")
         object.__setattr__(self, "padding", self.padding.upper())
+
+    def _args(self):
+        return [self.p[0], self.p[1], self.stride[0], self.stride[1], self.padding]
 
 
 @dataclass(frozen=True)
@@ -110,6 +149,7 @@ class GaussianPool(Layer):
     stride: int = 2
     sigma: Optional[float] = None
     spatial = True
+    _token = "gaussianpool"
 
     def __post_init__(self):
         if isinstance(self.stride, bool) or not isinstance(self.stride, numbers.Integral) or self.stride < 1:
@@ -118,13 +158,8 @@ class GaussianPool(Layer):
         if self.sigma is not None:
             object.__setattr__(self, "sigma", _real(self.sigma, "sigma", "GaussianPool", positive=True))
 
-    def taps(self):
-        """The 2s+1 normalized tap weights, for v = -s .. s."""
-        s = self.stride
-        sigma = self.sigma if self.sigma is not None else s / math.sqrt(2.0)
-        w = [math.exp(-v * v / (2.0 * sigma * sigma)) for v in range(-s, s + 1)]
-        tot = math.fsum(w)
-        return [x / tot for x in w]
+    def _args(self):
+        return [self.stride, _num(self.sigma if self.sigma is not None else 0.0)]
 
 
 @dataclass(frozen=True)
@@ -132,6 +167,10 @@ class GlobalAvgPool(Layer):
     """Readout: ``K = mean over all (u, u')`` of the state."""
 
     readout = True
+    _token = "globalavgpool"
+
+    def _args(self):
+        return []
 
 
 @dataclass(frozen=True)
@@ -139,6 +178,10 @@ class Flatten(Layer):
     """Readout: ``K = mean over u of S[u, u]`` (only the diagonal positions)."""
 
     readout = True
+    _token = "flatten"
+
+    def _args(self):
+        return []
 
 
 @dataclass(frozen=True)
@@ -150,15 +193,20 @@ class Dense(Layer):
 
     W_std: float = 1.0
     b_std: float = 0.0
+    affine = True
+    _token = "dense"
 
     def __post_init__(self):
         object.__setattr__(self, "W_std", _real(self.W_std, "W_std", "Dense", positive=True))
         object.__setattr__(self, "b_std", _real(self.b_std, "b_std", "Dense", positive=False))
 
+    def _args(self):
+        return [_num(self.W_std), _num(self.b_std)]
+
 
 @dataclass(frozen=True)
 class LayerShape:
-    """Resolution of the state entering a layer (h, w); ``None`` for scalar (fully-connected) states."""
+    """Resolution of the state entering and leaving a layer; ``None`` for scalar (fully-connected) states."""
 
     index: int
     layer: Layer
@@ -170,217 +218,24 @@ class LayerShape:
 
 @dataclass(frozen=True)
 class Plan:
-    """An architecture checked against an input shape: per-layer resolutions and the input kind."""
+    """An architecture checked against an input shape: per-layer resolutions and the compiled program."""
 
     arch: "Arch"
     input_shape: Tuple[int, ...]
     layers: Tuple[LayerShape, ...]
+    program: object = field(repr=False, compare=False)
 
     @property
     def convolutional(self):
         return self.arch.convolutional
 
 
-def _pool_axis(layer, axis, n):
-    """1-D pooling description along one axis of size n: (n_out, stride, origin, taps)."""
-    if isinstance(layer, GaussianPool):
-        s = layer.stride
-        return n // s - 1, s, 0, layer.taps()
-    p, s = layer.p[axis], layer.stride[axis]
-    if layer.padding == "VALID":
-        return (n - p) // s + 1, s, 0, [1.0 / p] * p
-    n_out = -(-n // s)
-    pad = max((n_out - 1) * s + p - n, 0)
-    return n_out, s, -(pad // 2), [1.0 / p] * p
+def type_name(layer):
+    return type(layer).__name__
 
 
-@dataclass(frozen=True)
-class Arch:
-    """A sequence of layers (build it with :func:`serial`). Immutable and hashable."""
-
-    layers: Tuple[Layer, ...] = field(default_factory=tuple)
-
-    @property
-    def convolutional(self):
-        return any(l.spatial or l.readout for l in self.layers)
-
-    @property
-    def circular(self):
-        return any(isinstance(l, Conv) and l.padding == "CIRCULAR" for l in self.layers)
-
-    def __repr__(self):
-        return "serial(" + ", ".join(repr(l) for l in self.layers) + ")"
-
-    def plan(self, input_shape):
-        """Check this architecture against one input's shape ((H, W, C) or (D,)); return a :class:`Plan`.
-
-        Raises ValueError naming the layer and the resolution when a layer does not fit.
-        """
-        shape = tuple(int(s) for s in input_shape)
-        shapes = []
-        if self.convolutional:
-            if len(shape) != 3:
-                raise ValueError(f"a convolutional arch takes images of shape (H, W, C); got per-input shape {shape}")
-            h, w = shape[0], shape[1]
-            scalar = False
-            for i, layer in enumerate(self.layers):
-                name = f"layer {i} ({type(layer).__name__})"
-                if scalar:
-                    shapes.append(LayerShape(i, layer, None, None, None, None))
-                    continue
-                if isinstance(layer, Conv):
-                    ky, kx = layer.k
-                    if layer.padding == "VALID":
-                        ho, wo = h - ky + 1, w - kx + 1
-                        if ho < 1 or wo < 1:
-                            raise ValueError(f"{name}: a {ky}x{kx} VALID convolution does not fit the {h}x{w} "
-                                             f"state there; the net is too deep for the image")
-                    else:
-                        ho, wo = h, w
-                elif isinstance(layer, (AvgPool, GaussianPool)):
-                    ho = _pool_axis(layer, 0, h)[0]
-                    wo = _pool_axis(layer, 1, w)[0]
-                    if ho < 1 or wo < 1:
-                        raise ValueError(f"{name}: pooling the {h}x{w} state there leaves {max(ho, 0)}x{max(wo, 0)} "
-                                         f"positions; the image is pooled too much (or too small: {shape[:2]})")
-                elif isinstance(layer, ReLU):
-                    ho, wo = h, w
-                elif layer.readout:
-                    ho = wo = None
-                    scalar = True
-                else:  # Dense before the readout of a conv net
-                    raise ValueError(f"{name}: Dense acts on vectors; in a convolutional net it must come after the "
-                                     f"readout (GlobalAvgPool or Flatten); use Conv(1) for a 1x1 convolution")
-                shapes.append(LayerShape(i, layer, h, w, ho, wo))
-                h, w = ho, wo
-        else:
-            if len(shape) != 1:
-                raise ValueError(f"a fully-connected arch takes vectors of shape (D,); got per-input shape {shape}")
-            shapes = [LayerShape(i, l, None, None, None, None) for i, l in enumerate(self.layers)]
-        return Plan(self, shape, tuple(shapes))
-
-    def program(self, input_shape):
-        """Compile to the plain layer program the backends execute (a dict; see csrc/core/program.hpp)."""
-        plan = self.plan(input_shape)
-        circular = self.circular
-        prog = {"H": 1, "W": 1, "C": int(plan.input_shape[-1]), "spatial": plan.convolutional,
-                "circular": circular, "stages": [], "readout": "none", "scalar": []}
-        if plan.convolutional:
-            prog["H"], prog["W"] = plan.input_shape[0], plan.input_shape[1]
-            stage = None
-            for ls in plan.layers:
-                layer = ls.layer
-                if stage is None and ls.h_in is not None:
-                    stage = {"h_in": ls.h_in, "w_in": ls.w_in, "ops": [], "pool": None}
-                if isinstance(layer, Conv):
-                    ky, kx = layer.k
-                    pad = (0, 0) if layer.padding == "VALID" else ((ky - 1) // 2, (kx - 1) // 2)
-                    stage["ops"].append({"kind": "conv", "ky": ky, "kx": kx, "pad_y": pad[0], "pad_x": pad[1],
-                                         "scale": layer.W_std ** 2 / (ky * kx), "bias2": layer.b_std ** 2,
-                                         "h_in": ls.h_in, "w_in": ls.w_in, "h_out": ls.h_out, "w_out": ls.w_out})
-                elif isinstance(layer, ReLU) and ls.h_in is not None:
-                    stage["ops"].append({"kind": "relu", "h_in": ls.h_in, "w_in": ls.w_in,
-                                         "h_out": ls.h_out, "w_out": ls.w_out})
-                elif isinstance(layer, (AvgPool, GaussianPool)):
-                    ny, sy, oy, ty = _pool_axis(layer, 0, ls.h_in)
-                    nx, sx, ox, tx = _pool_axis(layer, 1, ls.w_in)
-                    if circular and (isinstance(layer, GaussianPool) or layer.padding != "VALID"
-                                     or ny * sy != ls.h_in or nx * sx != ls.w_in):
-                        raise NotImplementedError(
-                            f"layer {ls.index}: with CIRCULAR convolutions the compiled backends support only VALID "
-                            f"AvgPool whose stride tiles the state exactly; use ntkfast.reference for this net")
-                    stage["pool"] = {"stride_y": sy, "origin_y": oy, "taps_y": ty,
-                                     "stride_x": sx, "origin_x": ox, "taps_x": tx, "h_out": ny, "w_out": nx}
-                    stage["h_out"], stage["w_out"] = ls.h_in, ls.w_in
-                    prog["stages"].append(stage)
-                    stage = {"h_in": ny, "w_in": nx, "ops": [], "pool": None}
-                elif layer.readout:
-                    stage["h_out"], stage["w_out"] = ls.h_in, ls.w_in
-                    prog["stages"].append(stage)
-                    stage = None
-                    prog["readout"] = "gap" if isinstance(layer, GlobalAvgPool) else "flatten"
-                else:
-                    prog["scalar"].append(_scalar_op(layer))
-            _plan_offsets(prog)
-        else:
-            prog["scalar"] = [_scalar_op(l) for l in self.layers]
-        return prog
-
-
-def _scalar_op(layer):
-    if isinstance(layer, Dense):
-        return {"kind": "dense", "w2": layer.W_std ** 2, "b2": layer.b_std ** 2}
-    return {"kind": "relu"}
-
-
-def _plan_offsets(prog):
-    """Which offset planes each stage must carry, for pairs and for the per-image self recursion.
-
-    Works backwards from the readout: Flatten needs the d = 0 plane, GlobalAvgPool every plane; a pooling
-    of stride s with w taps needs old offsets s*d' + [-(w-1), w-1] for each needed new offset d'. The self
-    recursion also needs d = 0 in every stage that has a ReLU (its diagonal feeds the ReLU of every pair),
-    and the readout itself when a scalar ReLU follows it. Ranges are inclusive boxes (dy0, dy1, dx0, dx1);
-    with CIRCULAR convolutions offsets are taken modulo the size, and a stage needs d = 0 or every plane.
-    """
-    stages, circular = prog["stages"], prog["circular"]
-    scalar_relu = any(op["kind"] == "relu" for op in prog["scalar"])
-    empty = None
-
-    def union(a, b):
-        if a is None:
-            return b
-        if b is None:
-            return a
-        return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
-
-    def full(st):
-        if circular:
-            return (0, st["h_out"] - 1, 0, st["w_out"] - 1)
-        return (-(st["h_out"] - 1), st["h_out"] - 1, -(st["w_out"] - 1), st["w_out"] - 1)
-
-    def back(st, need):
-        """Offsets of stage st that pooling into the next stage's needed range draws on."""
-        if need is None:
-            return None
-        if circular:  # modular offsets: pooling mixes them; carry every plane
-            return full(st)
-        p = st["pool"]
-        wy, wx = len(p["taps_y"]) - 1, len(p["taps_x"]) - 1
-        hy, hx = st["h_out"] - 1, st["w_out"] - 1
-        return (max(p["stride_y"] * need[0] - wy, -hy), min(p["stride_y"] * need[1] + wy, hy),
-                max(p["stride_x"] * need[2] - wx, -hx), min(p["stride_x"] * need[3] + wx, hx))
-
-    last = stages[-1]
-    need_pair = full(last) if prog["readout"] == "gap" else (0, 0, 0, 0)
-    need_self = (0, 0, 0, 0) if prog["readout"] == "flatten" or any(o["kind"] == "relu" for o in last["ops"]) \
-        else empty
-    if prog["readout"] == "gap" and scalar_relu:
-        need_self = full(last)
-    for i in range(len(stages) - 1, -1, -1):
-        st = stages[i]
-        if i < len(stages) - 1:
-            need_pair = back(st, need_pair)
-            need_self = back(st, need_self)
-            if any(o["kind"] == "relu" for o in st["ops"]):
-                need_self = union(need_self, (0, 0, 0, 0))
-        st["need_pair"] = need_pair
-        st["need_self"] = need_self if need_self is not None else (0, 0, 0, 0)
-        st["self_active"] = need_self is not None
-
-
-def serial(*layers):
-    """Compose layers into an :class:`Arch`, checking their order.
-
-    A convolutional net is ``[Conv | ReLU | AvgPool | GaussianPool]*``, one readout (GlobalAvgPool or
-    Flatten), then ``[Dense | ReLU]*``; a fully-connected net is ``[Dense | ReLU]+`` on (N, D) inputs.
-    """
-    if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
-        layers = tuple(layers[0])
-    if not layers:
-        raise ValueError("serial: expected at least one layer; got none")
-    for i, l in enumerate(layers):
-        if not isinstance(l, Layer):
-            raise TypeError(f"serial: layer {i} must be an ntkfast layer (Conv, ReLU, ...); got {l!r}")
+def _check_structure(layers):
+    """Order of the layers and the Gaussian-input rule of activations; raises ValueError naming the layer."""
     readouts = [i for i, l in enumerate(layers) if l.readout]
     spatial = [i for i, l in enumerate(layers) if l.spatial]
     if spatial or readouts:
@@ -398,8 +253,92 @@ def serial(*layers):
             if isinstance(layers[i], Dense):
                 raise ValueError(f"serial: layer {i} (Dense) comes before the readout at layer {r}; in a "
                                  f"convolutional net Dense layers go after GlobalAvgPool/Flatten")
+    # A dual activation map is the kernel of phi(z) only for a Gaussian z: the output of a Conv or Dense,
+    # possibly through linear layers (pools, readouts). neural-tangents refuses the rest too.
+    source = "the network input"
+    gaussian = False
+    for i, l in enumerate(layers):
+        if l.affine:
+            gaussian = True
+        elif l.nonlinear:
+            if not gaussian:
+                raise ValueError(
+                    f"serial: layer {i} ({type_name(l)}) needs a Gaussian input, the output of a Conv or Dense "
+                    f"layer (possibly through pooling or a readout), but it gets {source}; put a Conv or Dense "
+                    f"before it")
+            gaussian = False
+            source = f"the output of layer {i} ({type_name(l)})"
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A sequence of layers (build it with :func:`serial`). Immutable and hashable; its structure is checked
+    when it is created (ValueError naming the layer)."""
+
+    layers: Tuple[Layer, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        layers = tuple(self.layers)
+        if not layers:
+            raise ValueError("serial: expected at least one layer; got none")
+        for i, l in enumerate(layers):
+            if not isinstance(l, Layer):
+                raise TypeError(f"serial: layer {i} must be an ntkfast layer (Conv, ReLU, ...); got {l!r}")
+        _check_structure(layers)
+        object.__setattr__(self, "layers", layers)
+
+    @property
+    def convolutional(self):
+        return any(l.spatial or l.readout for l in self.layers)
+
+    def __repr__(self):
+        return "serial(" + ", ".join(repr(l) for l in self.layers) + ")"
+
+    def program_text(self, input_shape):
+        """The text form of this net on inputs of one shape ((H, W, C) or (D,)): what the compiled backends
+        and the CUDA emulation read (csrc/core/serialize.hpp)."""
+        shape = _input_shape(self, input_shape)
+        head = f"input image {shape[0]} {shape[1]} {shape[2]}" if self.convolutional else f"input vector {shape[0]}"
+        lines = ["ntkfast-program 1", head]
+        lines += [" ".join([l._token] + [str(a) for a in l._args()]) for l in self.layers]
+        return "\n".join(lines) + "\n"
+
+    def plan(self, input_shape):
+        """Check this architecture against one input's shape ((H, W, C) or (D,)); return a :class:`Plan`.
+
+        Raises ValueError naming the layer and the resolution when a layer does not fit. Cached per shape.
+        """
+        return _plan(self, _input_shape(self, input_shape))
+
+
+def _input_shape(arch, input_shape):
+    shape = tuple(int(s) for s in input_shape)
+    if arch.convolutional and len(shape) != 3:
+        raise ValueError(f"a convolutional arch takes images of shape (H, W, C); got per-input shape {shape}")
+    if not arch.convolutional and len(shape) != 1:
+        raise ValueError(f"a fully-connected arch takes vectors of shape (D,); got per-input shape {shape}")
+    if min(shape) < 1:
+        raise ValueError(f"input shape must be positive; got {shape}")
+    return shape
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(arch, shape):
+    from . import _core
+    prog = _core.compile_program(arch.program_text(shape))
+    none = lambda v: None if v < 0 else v  # noqa: E731
+    layers = tuple(LayerShape(i, l, none(a), none(b), none(c), none(d))
+                   for i, (l, (a, b, c, d)) in enumerate(zip(arch.layers, prog.layer_shapes())))
+    return Plan(arch, shape, layers, prog)
+
+
+def serial(*layers):
+    """Compose layers into an :class:`Arch`, checking their order.
+
+    A convolutional net is ``[Conv | ReLU | AvgPool | GaussianPool]*``, one readout (GlobalAvgPool or
+    Flatten), then ``[Dense | ReLU]*``; a fully-connected net is ``[Dense | ReLU]+`` on (N, D) inputs. Every
+    ReLU needs a Gaussian input: a Conv or Dense before it, possibly through pooling or the readout.
+    """
+    if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+        layers = tuple(layers[0])
     return Arch(tuple(layers))
-
-
-def type_name(layer):
-    return type(layer).__name__

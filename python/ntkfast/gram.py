@@ -10,7 +10,6 @@ interrupted run resumes without recomputing them, ``memory_budget`` sets the til
 """
 from __future__ import annotations
 
-import functools
 import numbers
 
 import numpy as np
@@ -23,15 +22,9 @@ __all__ = ["gram", "prepare", "GramJob", "compile_program", "resolve_device", "t
 DEFAULT_TILE = {"cpu": 256, "cuda": 2048}
 
 
-@functools.lru_cache(maxsize=64)
-def _program(arch, shape):
-    from . import _core
-    return _core.make_program(arch.program(shape))
-
-
 def compile_program(arch, input_shape):
-    """The compiled program of ``arch`` for one input's shape (cached)."""
-    return _program(check_arch(arch), tuple(int(s) for s in input_shape))
+    """The compiled program of ``arch`` for one input's shape (cached; see :meth:`ntkfast.Arch.plan`)."""
+    return check_arch(arch).plan(input_shape).program
 
 
 def resolve_device(device):
@@ -289,7 +282,7 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
             e0 = est(0)
             fixed = e0.total - e0.per_tile
             cap = max(min(4 * DEFAULT_TILE.get(dev, DEFAULT_TILE['cpu']), max(n, m)), multiple)
-            tile = M.choose_tile(budget, fixed, kinds, isz, store.kind, cap, multiple)
+            tile = M.choose_tile(budget, fixed, kinds, isz, store.kind, cap, multiple, prog)
             if tile is None:
                 e1 = est(multiple)
                 raise MemoryError(_budget_message(budget, e1.total, e1, store.kind, multiple))

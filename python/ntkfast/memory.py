@@ -9,12 +9,11 @@ inputs                    ``(N + M) * d * s``: X and Y converted to ``dtype`` (`
 self data                 ``(N + M) * program.self_size * s``: the per-image recursion computed once
 outputs in memory         ``k * N * M * s`` when the result is a numpy array in memory; 0 when it goes to a
                           zarr store or a memmap (their pages are file-backed page cache, not heap)
-per tile                  ``k * t^2 * s`` for the tile's results, ``8 * t^2`` for the C++ pair list, and for a
-                          zarr store ``3 * t^2 * s`` more while a (transposed) tile is copied and encoded (measured 1.8 to 2.8)
-per thread (CPU)          ``L * s * (6 * max_plane + 4 * most + 2 * tf^2 * (H W C + self_size) + 2 W)``:
-                          the C++ engine's planes (``L = 64 / s`` lanes, ``max_plane`` = largest h*w of a
-                          stage, ``most`` = largest band of offset planes kept across a pooling, ``tf`` = 2 for
-                          circular padding, else 1), times P threads
+per tile                  ``k * t^2 * s`` for the tile's results, the C++ backend's packed copy of the tile's
+                          columns and its batch list (``program.cpu_tile_bytes``), and for a zarr store
+                          ``3 * t^2 * s`` more while a (transposed) tile is copied and encoded (measured 1.8 to 2.8)
+per thread (CPU)          the C++ engine's workspace as it allocates it (``program.cpu_thread_bytes``: planes,
+                          row buffers, the pooled stores of one pair, the broadcast input), times P threads
 ========================  ====================================================================================
 
 The Python interpreter and its loaded libraries (about 100 MB of resident memory) are not counted: a
@@ -75,36 +74,16 @@ def default_threads():
         return os.cpu_count() or 1
 
 
-def _span(n, d, circular):
-    return n if circular else max(n - abs(d), 0)
+def per_thread_bytes(program, itemsize):
+    """Bytes of one CPU thread's engine workspace, as the C++ backend allocates it."""
+    return int(program.cpu_thread_bytes(itemsize))
 
 
-def _band(rng, h, w, circular):
-    y0, y1, x0, x1 = rng
-    return sum(_span(h, dy, circular) for dy in range(y0, y1 + 1)) * \
-        sum(_span(w, dx, circular) for dx in range(x0, x1 + 1))
-
-
-def per_thread_bytes(arch, input_shape, program, itemsize):
-    """Bytes of one CPU thread's engine workspace (see the module docstring)."""
-    spec = arch.program(tuple(input_shape))
-    lanes = 64 // itemsize
-    tf = 2 if spec.get("circular") else 1
-    most = 0
-    for st in spec.get("stages", [])[1:]:
-        for key in ("need_pair", "need_self"):
-            most = max(most, _band(st[key], st["h_in"], st["w_in"], bool(spec.get("circular"))))
-    H, W, C = int(spec.get("H", 1)), int(spec.get("W", 1)), int(spec.get("C", 1))
-    spatial = bool(spec.get("spatial"))
-    elems = 6 * program.max_plane + 4 * most + 2 * tf * tf * program.self_size + 2 * W
-    if spatial:
-        elems += 2 * tf * tf * H * W * C
-    return int(lanes * itemsize * elems + (program.self_size + 1) * lanes * itemsize)
-
-
-def tile_bytes(t, kinds, itemsize, store):
-    """Bytes of one t x t tile in flight: results, the C++ pair list, and zarr's encoding copy."""
-    b = kinds * t * t * itemsize + 8 * t * t
+def tile_bytes(t, kinds, itemsize, store, program=None):
+    """Bytes of one t x t tile in flight: results, the C++ packed columns and batch list, zarr's encoding copy."""
+    b = kinds * t * t * itemsize
+    if program is not None and t > 0:
+        b += int(program.cpu_tile_bytes(itemsize, t, t))
     if store == "zarr":
         b += 3 * t * t * itemsize
     return int(b)
@@ -120,18 +99,18 @@ def estimate(arch, input_shape, n, m, *, program, kinds, itemsize, tile, threads
     inputs = images * d * itemsize
     selfd = images * program.self_size * itemsize
     outputs = kinds * n * (m or n) * itemsize if store == "array" else 0
-    pt = per_thread_bytes(arch, input_shape, program, itemsize)
-    tb = tile_bytes(tile, kinds, itemsize, store)
+    pt = per_thread_bytes(program, itemsize)
+    tb = tile_bytes(tile, kinds, itemsize, store, program)
     total = inputs + selfd + outputs + tb + threads * pt
     return MemoryEstimate(inputs, selfd, outputs, tb, pt, threads, total)
 
 
-def choose_tile(budget, fixed, kinds, itemsize, store, cap, multiple=1):
+def choose_tile(budget, fixed, kinds, itemsize, store, cap, multiple=1, program=None):
     """Largest tile t <= cap, a multiple of ``multiple``, with fixed + tile_bytes(t) <= budget; None if none."""
     lo, hi = 0, cap // multiple
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if fixed + tile_bytes(mid * multiple, kinds, itemsize, store) <= budget:
+        if fixed + tile_bytes(mid * multiple, kinds, itemsize, store, program) <= budget:
             lo = mid
         else:
             hi = mid - 1
