@@ -91,8 +91,76 @@ def test_cuda_request_without_gpu_says_why(monkeypatch):
     assert k.ntk.shape == (3, 3)
 
 
-def test_circular_pooling_unsupported_by_backends_is_clear():
-    arch = serial(Conv(3, padding="CIRCULAR"), ReLU(), GaussianPool(2), Flatten(), Dense())
-    with pytest.raises(NotImplementedError, match="use ntkfast.reference for this net"):
-        nf.gram(np.ones((2, 8, 8, 1)), arch=arch, device="cpu")
-    assert np.isfinite(nf.reference.gram(np.ones((2, 8, 8, 1)), arch=arch).ntk).all()
+# Regression tests of issue 11: the smallest nets that showed each defect.
+
+def _agree(arch, X, Y=None, tol=1e-12):
+    ref = nf.reference.gram(X, Y, arch=arch)
+    got = nf.gram(X, Y, arch=arch, dtype="float64", device="cpu")
+    for g, r in zip(got, ref):
+        assert np.max(np.abs(g - r)) <= tol * np.max(np.abs(r))
+
+
+def test_same_then_circular_conv():
+    """SAME and CIRCULAR convolutions in one net (was 41 % off: one circular flag for the whole net)."""
+    X = np.random.default_rng(0).standard_normal((3, 3, 3, 1))
+    _agree(serial(Conv(2, padding="SAME"), Conv(1, padding="CIRCULAR"), Flatten()), X)
+    _agree(serial(Conv(2, padding="CIRCULAR"), ReLU(), Conv(3, padding="SAME"), ReLU(), Flatten(), Dense()), X)
+
+
+def test_circular_then_valid_conv():
+    """CIRCULAR followed by VALID (was an internal ProgramError: 'circular programs keep the size')."""
+    X = np.random.default_rng(1).standard_normal((3, 6, 6, 1))
+    _agree(serial(Conv(3, padding="CIRCULAR"), Conv(3, padding="VALID"), GlobalAvgPool()), X)
+    _agree(serial(Conv(3, padding="VALID"), ReLU(), Conv(3, padding="CIRCULAR"), ReLU(), GlobalAvgPool()), X)
+
+
+@pytest.mark.parametrize("pool", [AvgPool(2, padding="SAME"), AvgPool(2, stride=3), AvgPool((3, 2), stride=(2, 1)),
+                                  GaussianPool(2)])
+def test_circular_with_any_pooling(pool):
+    """CIRCULAR convolutions with SAME pools, strides that do not tile, Gaussian pools (were NotImplementedError)."""
+    X = np.random.default_rng(2).standard_normal((3, 7, 6, 1))
+    _agree(serial(Conv(3, padding="CIRCULAR"), ReLU(), pool, Conv(2, padding="CIRCULAR"), ReLU(), Flatten(), Dense()), X)
+
+
+def test_circular_window_wider_than_the_state():
+    """A CIRCULAR window wider than the (pooled) state wraps more than once."""
+    X = np.random.default_rng(3).standard_normal((3, 6, 5, 2))
+    _agree(serial(AvgPool(3), Conv((4, 5), padding="CIRCULAR"), ReLU(), GlobalAvgPool(), Dense()), X)
+
+
+@pytest.mark.parametrize("layers, match", [
+    ((ReLU(), Conv(3), GlobalAvgPool()), r"layer 0 \(ReLU\) needs a Gaussian input.* gets the network input"),
+    ((Conv(3), ReLU(), ReLU(), GlobalAvgPool()),
+     r"layer 2 \(ReLU\) needs a Gaussian input.* gets the output of layer 1 \(ReLU\); put a Conv or Dense before it"),
+    ((Conv(3), ReLU(), GlobalAvgPool(), ReLU(), Dense()), r"layer 3 \(ReLU\) needs a Gaussian input"),
+    ((Conv(3), ReLU(), AvgPool(2), ReLU(), Flatten()), r"layer 3 \(ReLU\) needs a Gaussian input"),
+    ((ReLU(), Dense()), r"layer 0 \(ReLU\) needs a Gaussian input"),
+    ((Dense(), ReLU(), ReLU()), r"layer 2 \(ReLU\) needs a Gaussian input"),
+])
+def test_relu_needs_a_gaussian_input(layers, match):
+    """A ReLU on the raw input, after another ReLU, or on a readout of ReLU features has no arc-cosine form:
+    refused when the net is built (it used to get the Gaussian formula)."""
+    with pytest.raises(ValueError, match=match):
+        serial(*layers)
+
+
+def test_relu_after_linear_layers_of_a_gaussian_is_fine():
+    for layers in [(Conv(3), AvgPool(2), ReLU(), GlobalAvgPool()), (Conv(3), GlobalAvgPool(), ReLU(), Dense()),
+                   (Conv(3), ReLU(), GlobalAvgPool(), Dense(), ReLU(), Dense())]:
+        serial(*layers)
+
+
+def test_program_text_round_trips_and_refuses_garbage():
+    from ntkfast import _core
+    arch = serial(Conv((2, 3), W_std=1.1, b_std=0.2, padding="CIRCULAR"), ReLU(), AvgPool(2, stride=1, padding="SAME"),
+                  GaussianPool(2, sigma=0.3), Conv(1), GlobalAvgPool(), Dense(0.7, 0.1))
+    text = arch.program_text((9, 9, 2))
+    prog = _core.compile_program(text)
+    assert _core.compile_program(prog.canonical_text).canonical_text == prog.canonical_text
+    for bad, match in [(text.replace("conv 2 3", "conv 2 x"), "not an integer"),
+                       (text.replace("relu", "tanh"), "unknown layer kind 'tanh'"),
+                       (text.replace("CIRCULAR", "REFLECT"), "unknown padding REFLECT"),
+                       (text.replace("dense 0.7 0.1", "dense 0.7"), "dense takes 2 arguments"),
+                       (text.replace("ntkfast-program 1", "ntkfast-program 2"), "expected 'ntkfast-program 1'")]:
+        with pytest.raises(ValueError, match=match):
+            _core.compile_program(bad)

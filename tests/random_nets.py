@@ -1,0 +1,184 @@
+"""Random valid architectures and inputs for differential tests (backends and the CUDA emulation against the
+float64 reference).
+
+``random_case(seed)`` draws one case from ``random.Random(seed)`` and ``numpy.random.default_rng(seed)``, so
+a seed reproduces the same net and inputs in every process (no use of the per-process salted ``hash()``);
+``draw_case(HypothesisDraws(data))`` draws the same kind of case from hypothesis, which then shrinks a
+failing net.
+Nets: depth 1-6 convolutions with kernel sizes 1-5 (even and non-square), SAME/VALID/CIRCULAR mixed freely,
+varied W_std and b_std, zero to two poolings (AvgPool SAME/VALID with strides different from the window and
+non-square windows, GaussianPool), GlobalAvgPool or Flatten, with and without Dense/ReLU heads; and
+fully-connected nets. Images of 5-14 pixels per side (square and not) with 1-3 channels; inputs random or
+MNIST crops, with duplicate and all-zero images. A net that does not fit its image is redrawn.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+import ntkfast as nf
+from ntkfast import AvgPool, Conv, Dense, Flatten, GaussianPool, GlobalAvgPool, ReLU
+
+MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+
+
+@dataclass
+class Case:
+    seed: int
+    arch: nf.Arch
+    X: np.ndarray
+    Y: Optional[np.ndarray]   # None: the symmetric Gram of X
+
+    @property
+    def label(self):
+        return f"seed={self.seed} {self.arch!r} X{self.X.shape}" + ("" if self.Y is None else f" Y{self.Y.shape}")
+
+
+def _w(r):
+    return round(r.uniform(0.5, 2.0), 3)
+
+
+def _b(r):
+    return 0.0 if r.random() < 0.5 else round(r.uniform(0.05, 1.0), 3)
+
+
+def _k(r):
+    ky = r.randint(1, 5)
+    return (ky, r.randint(1, 5)) if r.random() < 0.35 else ky
+
+
+def _pool(r):
+    if r.random() < 0.3:
+        return GaussianPool(r.randint(1, 2), sigma=None if r.random() < 0.6 else round(r.uniform(0.4, 1.5), 3))
+    p = (r.randint(1, 3), r.randint(1, 3)) if r.random() < 0.4 else r.randint(1, 3)
+    stride = None if r.random() < 0.3 else ((r.randint(1, 3), r.randint(1, 3)) if r.random() < 0.4 else r.randint(1, 3))
+    return AvgPool(p, stride=stride, padding=r.choice(["SAME", "VALID"]))
+
+
+def _head(r, gaussian):
+    """Layers after the readout: nothing, or Dense/ReLU alternations that obey the Gaussian-input rule."""
+    layers = []
+    for _ in range(r.randint(0, 3)):
+        if gaussian and r.random() < 0.5:
+            layers.append(ReLU())
+            gaussian = False
+        else:
+            layers.append(Dense(_w(r), _b(r)))
+            gaussian = True
+    return layers
+
+
+def _conv_net(r):
+    depth = r.randint(1, 6)
+    n_pools = r.choice([0, 0, 1, 1, 2])
+    slots = sorted(r.randint(0, depth) for _ in range(n_pools))  # pool before conv number s (depth: at the end)
+    layers, gaussian = [], False
+    for i in range(depth + 1):
+        for s in slots:
+            if s == i:
+                layers.append(_pool(r))
+        if i == depth:
+            break
+        layers.append(Conv(_k(r), W_std=_w(r), b_std=_b(r), padding=r.choice(["SAME", "VALID", "CIRCULAR"])))
+        gaussian = True
+        if r.random() < 0.8:
+            layers.append(ReLU())
+            gaussian = False
+    layers.append(GlobalAvgPool() if r.random() < 0.5 else Flatten())
+    layers += _head(r, gaussian)
+    return nf.serial(*layers)
+
+
+def _fc_net(r):
+    layers = []
+    for _ in range(r.randint(1, 4)):
+        layers.append(Dense(_w(r), _b(r)))
+        if r.random() < 0.8:
+            layers.append(ReLU())
+    if r.random() < 0.7:
+        layers.append(Dense(_w(r), _b(r)))
+    return nf.serial(*layers)
+
+
+_MNIST = None
+
+
+def _mnist_images():
+    global _MNIST
+    if _MNIST is None:
+        if os.path.isdir(MNIST_DIR):
+            from ntkfast.data import load_mnist
+            _MNIST = load_mnist(MNIST_DIR)[0][:200, :, :, 0]
+        else:
+            _MNIST = np.zeros((0, 28, 28))
+    return _MNIST
+
+
+def _inputs(r, rng, shape, n):
+    images = _mnist_images()
+    if len(shape) == 3 and shape[2] == 1 and len(images) and r.random() < 0.3:
+        H, W = shape[:2]
+        y0, x0 = r.randint(0, 28 - H), r.randint(0, 28 - W)
+        idx = rng.choice(len(images), size=n, replace=False)
+        X = images[idx, y0:y0 + H, x0:x0 + W][..., None].astype(np.float64)
+    else:
+        X = rng.standard_normal((n,) + shape) * r.choice([1.0, 0.3, 3.0])
+    if n >= 3 and r.random() < 0.4:
+        X[-1] = X[0]                      # a duplicate image
+    if n >= 3 and r.random() < 0.3:
+        X[-2] = 0.0                       # an all-zero image
+    return X
+
+
+class HypothesisDraws:
+    """The draws of ``random.Random`` that the generator uses, from a hypothesis ``data`` object."""
+
+    def __init__(self, data):
+        from hypothesis import strategies as st
+        self.data, self.st = data, st
+
+    def randint(self, a, b):
+        return self.data.draw(self.st.integers(a, b))
+
+    def random(self):
+        return self.data.draw(self.st.floats(0.0, 1.0, exclude_max=True))
+
+    def uniform(self, a, b):
+        return self.data.draw(self.st.floats(a, b))
+
+    def choice(self, seq):
+        return self.data.draw(self.st.sampled_from(list(seq)))
+
+
+def random_case(seed):
+    """One reproducible (net, inputs) case; see the module docstring."""
+    return draw_case(random.Random(seed), seed)
+
+
+def draw_case(r, seed=None):
+    """One case from the draws of ``r`` (``random.Random`` or :class:`HypothesisDraws`); the input values come
+    from ``numpy.random.default_rng(seed)`` (seed drawn from ``r`` when None)."""
+    if seed is None:
+        seed = r.randint(0, 2 ** 32 - 1)
+    rng = np.random.default_rng(seed)
+    for _ in range(100):
+        if r.random() < 0.15:
+            arch = _fc_net(r)
+            shape = (r.randint(1, 12),)
+        else:
+            arch = _conv_net(r)
+            H = r.randint(5, 14)
+            shape = (H, H if r.random() < 0.5 else r.randint(5, 14), r.randint(1, 3))
+        try:
+            arch.plan(shape)
+        except ValueError:
+            continue                      # does not fit the image (too deep or pooled too much): redraw
+        n = r.randint(2, 5)
+        X = _inputs(r, rng, shape, n)
+        Y = None if r.random() < 0.6 else _inputs(r, rng, shape, r.randint(1, 4))
+        return Case(seed, arch, X, Y)
+    raise RuntimeError(f"seed {seed}: no net fitted its image in 100 draws")
