@@ -306,17 +306,17 @@ class Engine {
         for (int b = 0; b < nx; ++b) pool(s, gy[a], gx[b], sy, sx, S, Tt);
     } else if (P_.readout == Readout::Gap || (dy == 0 && dx == 0)) {
       const size_t n = static_cast<size_t>(sy.len) * sx.len;
-      double as[L] = {}, at[L] = {};
-      for (size_t e = 0; e < n; ++e)
-        for (int l = 0; l < L; ++l) {
-          as[l] += static_cast<double>(S[e * L + l]);
-          at[l] += static_cast<double>(Tt[e * L + l]);
-        }
-      for (int l = 0; l < L; ++l) {
-        acc_s_[l] += as[l];
-        acc_t_[l] += at[l];
-      }
+      accumulate(S, n, acc_s_);
+      accumulate(Tt, n, acc_t_);
     }
+  }
+
+  // acc[l] += sum of the n entries of lane l, in float64 (each plane summed on its own, then added).
+  static void accumulate(const T* __restrict v, size_t n, double* __restrict acc) {
+    double a[L] = {};
+    for (size_t e = 0; e < n; ++e)
+      for (int l = 0; l < L; ++l) a[l] += static_cast<double>(v[e * L + l]);
+    for (int l = 0; l < L; ++l) acc[l] += a[l];
   }
 
   // First layer: S[u, u+d] = <x[u], y[u+d]> / C over channels; T = 0.
@@ -393,11 +393,12 @@ class Engine {
     for (int i = 0; i < loy; ++i) {
       T* os = S2 + static_cast<size_t>(i) * nrow;
       T* ot = T2 + static_cast<size_t>(i) * nrow;
-      const bool upper = i < by.brk;
+      // Rows that feed output row i: its segment [r_lo, r_hi) (all rows, wrapped, for a CIRCULAR conv).
+      const int r_lo = i < by.brk ? 0 : by.brk, r_hi = i < by.brk ? std::min(by.brk, ly) : ly;
       auto source = [&](int a, const T*& ps, const T*& pt) {
         int r = i + a - op.pad_y;
         if (by.wrap) r = posmod(r, ly);
-        const bool in = r >= 0 && r < ly && (by.wrap || (r < by.brk) == upper);
+        const bool in = by.wrap || (r >= r_lo && r < r_hi);
         ps = in ? hs + static_cast<size_t>(r) * nrow : zero;
         pt = in ? ht + static_cast<size_t>(r) * nrow : zero;
       };
