@@ -7,10 +7,11 @@ device when the timer stops (warm-up call excluded). One JSON line per result, w
 the ntkfast build and the git commit.
 
 neural-tangents (not a dependency) runs in a subprocess (so that JAX's GPU memory pool cannot starve
-ntkfast) through ../shared/peers/peer_bench_nt.py and its import shim, with --peer-python (default: this
+ntkfast) through peer_bench_nt.py and its import shim from the peers folder ($NTKFAST_PEERS, else
+../shared/peers beside the repository, else shared/peers inside it), with --peer-python (default: this
 Python); when it is not importable there, the peer lines say so and no ratio is printed.
 
-    python bench/bench_gpu.py [--workloads gap5,flat5,myrtle5,bietti_mairal] [--seconds 5]
+    python bench/bench_gpu.py [--workloads gap5,flat5,myrtle5,bietti_mairal] [--seconds 5] [--out results.jsonl]
 """
 import argparse
 import json
@@ -25,7 +26,10 @@ import ntkfast as nf
 from ntkfast.config import build_info, cuda_usable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PEER_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "peers"))
+PEER_DIRS = [os.environ.get("NTKFAST_PEERS", ""), os.path.join(HERE, "..", "..", "shared", "peers"),
+             os.path.join(HERE, "..", "shared", "peers")]
+PEER_DIR = next((os.path.normpath(d) for d in PEER_DIRS if d and os.path.isfile(os.path.join(d, "peer_bench_nt.py"))),
+                None)
 WORKLOADS = {
     "gap5": (lambda: nf.presets.cntk(5, "gap"), (28, 28, 1)),
     "flat5": (lambda: nf.presets.cntk(5, "flatten"), (28, 28, 1)),
@@ -73,8 +77,11 @@ def time_ntkfast(name, seconds, tile, max_n):
             "pairs": n * n, "sec": dt, "pairs_per_s": n * n / dt}
 
 
-def time_peer(python, name):
+def time_peer(python, name, timeout=1800):
     """Best pairs/s of neural-tangents over PEER_BLOCKS, or a dict saying why there is none."""
+    if PEER_DIR is None:
+        return {"library": "neural-tangents", "workload": name, "available": False,
+                "reason": "no peers folder with peer_bench_nt.py (set NTKFAST_PEERS)"}
     if name not in PEER_BLOCKS:
         return {"library": "neural-tangents", "workload": name, "available": False,
                 "reason": "no neural-tangents equivalent of this workload"}
@@ -83,7 +90,7 @@ def time_peer(python, name):
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
     try:
         out = subprocess.run([python, os.path.join(PEER_DIR, "peer_bench_nt.py"), json.dumps(cfgs)],
-                             capture_output=True, text=True, env=env, timeout=1800)
+                             capture_output=True, text=True, env=env, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as e:
         return {"library": "neural-tangents", "workload": name, "available": False, "reason": repr(e)[:300]}
     rows = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
@@ -105,7 +112,19 @@ def main(argv=None):
     ap.add_argument("--max-n", type=int, default=16384, help="largest n of the n x n timed tile")
     ap.add_argument("--peer-python", default=sys.executable, help="Python with jax + neural-tangents 0.6.5")
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--peer-only", action="store_true",
+                    help="time only the peer; ratios use the ntkfast lines already in --out")
+    ap.add_argument("--peer-timeout", type=float, default=1800, help="seconds per peer workload")
+    ap.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = ap.parse_args(argv)
+    sink = open(args.out, "a") if args.out else None
+
+    def emit(obj):
+        line = json.dumps(obj)
+        print(line, flush=True)
+        if sink:
+            sink.write(line + "\n")
+            sink.flush()
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
     for w in names:
         if w not in WORKLOADS:
@@ -116,20 +135,26 @@ def main(argv=None):
         return 2
     env = {"device": device_name(), "commit": commit(), "ntkfast": nf.__version__,
            "cuda": build_info()["cuda_version"], "architectures": build_info()["cuda_architectures"]}
-    print(json.dumps({"environment": env}), flush=True)
+    emit({"environment": env})
     ours = {}
-    for w in names:
+    if args.peer_only and args.out and os.path.exists(args.out):
+        with open(args.out) as f:
+            for l in f:
+                r = json.loads(l) if l.strip().startswith("{") else {}
+                if r.get("library") == "ntkfast":
+                    ours[r["workload"]] = r
+    for w in ([] if args.peer_only else names):
         r = time_ntkfast(w, args.seconds, args.tile, args.max_n)
         ours[w] = r
-        print(json.dumps({**r, **env}), flush=True)
+        emit({**r, **env})
     if args.no_peer:
         return 0
     for w in names:
-        p = time_peer(args.peer_python, w)
+        p = time_peer(args.peer_python, w, args.peer_timeout)
         line = {**p, "device": env["device"], "commit": env["commit"]}
-        if p.get("available"):
+        if p.get("available") and w in ours:
             line["ntkfast_over_peer"] = ours[w]["pairs_per_s"] / p["pairs_per_s"]
-        print(json.dumps(line), flush=True)
+        emit(line)
     return 0
 
 

@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/convert.hpp"
+#include "bindings/session.hpp"
 #include "core/serialize.hpp"
 
 namespace py = pybind11;
@@ -50,6 +51,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("self_y"), py::arg("symmetric"), py::arg("nngp") = true, py::arg("ntk") = true,
         py::arg("device") = "cpu", py::arg("threads") = 0, py::arg("control") = nullptr,
         "Kernels (nngp, ntk) of one tile of pairs; symmetric computes j >= i and mirrors.");
+  bindings::register_session(m);
   m.def("build_info", []() {
     BuildInfo b = build_info();
     py::dict d;
@@ -70,6 +72,8 @@ PYBIND11_MODULE(_core, m) {
     d["reason"] = s.reason;
     d["names"] = s.names;
     d["compute_capability"] = s.compute_capability;
+    d["device_usable"] = s.device_usable;
+    d["device_reason"] = s.device_reason;
     return d;
   });
 }

@@ -10,7 +10,7 @@
 namespace ntkfast {
 
 namespace {
-[[noreturn]] void no_cuda() {
+[[noreturn, maybe_unused]] void no_cuda() {
   throw std::runtime_error("device='cuda': this ntkfast build has no CUDA backend (built with NTKFAST_CUDA=OFF or "
                            "without nvcc); reinstall with the CUDA toolkit present");
 }
@@ -45,6 +45,79 @@ void gram_tile(Device dev, const Program& P, const TileArgs<T>& args, const RunO
   }
   throw std::invalid_argument("unknown device");
 }
+
+namespace {
+
+template <class T>
+class CpuSession : public TileSession<T> {
+ public:
+  CpuSession(const Program& P, const T* X, int64_t nx, const T* Y, int64_t ny, const T* sx, const T* sy)
+      : P_(P), X_(X), Y_(Y ? Y : X), sx_(sx), sy_(Y ? sy : sx), nx_(nx), ny_(Y ? ny : nx), has_y_(Y != nullptr) {}
+  void tile(int64_t i0, int64_t i1, int64_t j0, int64_t j1, T* nngp, T* ntk, const RunOptions& opt) override {
+    if (i0 < 0 || i1 < i0 || i1 > nx_ || j0 < 0 || j1 < j0 || j1 > ny_)
+      throw std::invalid_argument("tile outside the Gram");
+    TileArgs<T> a;
+    const int64_t isz = P_.input_size(), ssz = P_.self_size;
+    a.X = X_ + i0 * isz;
+    a.nx = i1 - i0;
+    a.Y = Y_ + j0 * isz;
+    a.ny = j1 - j0;
+    a.self_x = sx_ + i0 * ssz;
+    a.self_y = sy_ + j0 * ssz;
+    a.symmetric = !has_y_ && i0 == j0 && i1 == j1;
+    a.nngp = nngp;
+    a.ntk = ntk;
+    if (a.nx > 0 && a.ny > 0 && (nngp || ntk)) cpu::gram_tile(P_, a, opt);
+  }
+
+ private:
+  const Program& P_;
+  const T *X_, *Y_, *sx_, *sy_;
+  int64_t nx_, ny_;
+  bool has_y_;
+};
+
+#ifdef NTKFAST_WITH_CUDA
+template <class T>
+class CudaSession : public TileSession<T> {
+ public:
+  CudaSession(const Program& P, const T* X, int64_t nx, const T* Y, int64_t ny, const T* sx, const T* sy,
+              const RunOptions& opt)
+      : s_(P, X, nx, Y, ny, sx, sy, opt) {}
+  void tile(int64_t i0, int64_t i1, int64_t j0, int64_t j1, T* nngp, T* ntk, const RunOptions& opt) override {
+    s_.tile(i0, i1, j0, j1, nngp, ntk, opt);
+  }
+
+ private:
+  cuda::Session<T> s_;
+};
+#endif
+
+}  // namespace
+
+template <class T>
+std::unique_ptr<TileSession<T>> open_session(Device dev, const Program& P, const T* X, int64_t nx, const T* Y,
+                                             int64_t ny, const T* self_x, const T* self_y, const RunOptions& opt) {
+  switch (dev) {
+    case Device::Cpu:
+      return std::make_unique<CpuSession<T>>(P, X, nx, Y, ny, self_x, self_y);
+    case Device::Cuda:
+#ifdef NTKFAST_WITH_CUDA
+      return std::make_unique<CudaSession<T>>(P, X, nx, Y, ny, self_x, self_y, opt);
+#else
+      (void)opt;
+      no_cuda();
+#endif
+  }
+  throw std::invalid_argument("unknown device");
+}
+
+template std::unique_ptr<TileSession<float>> open_session<float>(Device, const Program&, const float*, int64_t,
+                                                                 const float*, int64_t, const float*, const float*,
+                                                                 const RunOptions&);
+template std::unique_ptr<TileSession<double>> open_session<double>(Device, const Program&, const double*, int64_t,
+                                                                   const double*, int64_t, const double*,
+                                                                   const double*, const RunOptions&);
 
 template void self_data<float>(Device, const Program&, const float*, int64_t, float*, const RunOptions&);
 template void self_data<double>(Device, const Program&, const double*, int64_t, double*, const RunOptions&);

@@ -179,15 +179,19 @@ class GramJob:
         """Compute and store every pending tile in this process; returns the number of tiles computed."""
         if not self.pending:
             return 0
+        from . import _core
         prog = self.program()
         sx, sy = self.self_data()
         Yv = self.X if self.symmetric else self.Y
+        # One session for all tiles: the CUDA backend uploads program, inputs and self data once.
+        session = _core.GramSession(prog, self.X, self.Y, sx, None if self.symmetric else sy, self.device,
+                                    self.threads)
         bar = _progress_bar(self) if progress else None
         count = 0
         try:
             for (a, b), bounds in list(self.pending):
                 res = _compute_tile(prog, self.X, Yv, sx, sy, bounds, self.symmetric, self.names, self.device,
-                                    self.threads)
+                                    self.threads, session)
                 self.store.write_tile(bounds, res, mirror=self.symmetric and a != b)
                 self.store.mark(a, b, bounds)
                 del res                       # one tile in flight: free it before the next is computed
@@ -215,11 +219,15 @@ def _progress_bar(job):
     return bar
 
 
-def _compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, device, threads):
-    """One tile's results {name: (i1-i0, j1-j0) array}; a diagonal tile of a symmetric Gram is symmetric."""
+def _compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, device, threads, session=None):
+    """One tile's results {name: (i1-i0, j1-j0) array}; a diagonal tile of a symmetric Gram is symmetric.
+    With a ``_core.GramSession`` of these inputs the tile is computed against what the session holds."""
     from . import _core
     (i0, i1), (j0, j1) = bounds
     diag = symmetric and i0 == j0
+    if session is not None:
+        res = session.tile(i0, i1, j0, j1, "nngp" in names, "ntk" in names)
+        return {k: r for k, r in zip(("nngp", "ntk"), res) if r is not None and k in names}
     res = _core.gram_tile(prog, X[i0:i1], Yv[j0:j1], sx[i0:i1], sy[j0:j1], diag, "nngp" in names, "ntk" in names,
                           device, threads)
     return {k: r for k, r in zip(("nngp", "ntk"), res) if r is not None and k in names}

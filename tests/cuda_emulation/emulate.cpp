@@ -1,20 +1,30 @@
 // Host emulation of the CUDA backend's kernel body (csrc/cuda/kernels.cuh), built with g++ and no CUDA.
-// It runs the very code the GPU runs, item by item, with a "team" standing in for a warp:
-//   --lanes 1 : one host thread executes every pass (lane 0, team size 1);
-//   --lanes 32: 32 std::threads, one per lane, with a barrier for __syncwarp and the same xor butterfly
-//               as the warp shuffles for the sums (cross-lane data flow and the sync points are exercised).
-// Input: a program file and a data file written by run_emulation.py; output: self data and both kernels.
+// It runs the very per-team loop the GPU kernel runs (team_items), with teams standing in for warps:
+//   lanes 1 : one host thread per team executes every pass (lane 0, team size 1);
+//   lanes 32: 32 std::threads per team, a barrier for __syncwarp and the same xor butterfly as the warp
+//             shuffles for the sums, so the cross-lane data flow and the sync points are exercised (and
+//             checked by ThreadSanitizer in the TSan build).
+// Several teams run at once, each with its own "shared memory" and global scratch, striding over the items
+// as the persistent warps of a launch do.
+//
+// The program is read through core's own parser and compiler (the text of Arch.program_text).
+//   emulate LANES TEAMS CASE...   each CASE is a path prefix: CASE.prog (program text), CASE.bin (inputs),
+//                                 writes CASE.out (self data of X, then NNGP and NTK, float64)
+//   emulate tri                   checks tri_decode
 #include <barrier>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "core/program.hpp"
+#include "core/serialize.hpp"
 #include "cuda/kernels.cuh"
 
 using namespace ntkfast;
@@ -37,6 +47,8 @@ struct ThreadTeam {
   static constexpr int size = 32;
   Shared32* sh;
   void sync() const { sh->bar.arrive_and_wait(); }
+  // The warp's butterfly (v += shfl_xor(v, m)): both lanes of a step add the same two numbers, and IEEE
+  // addition commutes, so every lane ends with one value.
   double sum(double v) const {
     for (int m = 16; m >= 1; m >>= 1) {
       sh->buf[lane] = v;
@@ -48,125 +60,94 @@ struct ThreadTeam {
   }
 };
 
-static Program read_program(const std::string& path) {
+static std::string read_text(const std::string& path) {
   std::ifstream f(path);
   if (!f) throw std::runtime_error("cannot open " + path);
-  Program P;
-  int spatial, circular, readout, nst, nsc;
-  std::string tag;
-  f >> tag >> P.H >> P.W >> P.C >> spatial >> circular >> readout >> nst >> nsc;
-  P.spatial = spatial; P.circular = circular;
-  P.readout = readout == 1 ? Readout::Gap : readout == 2 ? Readout::Flatten : Readout::None;
-  for (int s = 0; s < nst; ++s) {
-    Stage st;
-    int nops, has_pool, active;
-    f >> tag >> st.h_in >> st.w_in >> st.h_out >> st.w_out >> nops >> has_pool >> active;
-    f >> st.need_pair.y0 >> st.need_pair.y1 >> st.need_pair.x0 >> st.need_pair.x1;
-    f >> st.need_self.y0 >> st.need_self.y1 >> st.need_self.x0 >> st.need_self.x1;
-    st.has_pool = has_pool; st.self_active = active;
-    for (int k = 0; k < nops; ++k) {
-      LayerOp op; int kind;
-      f >> tag >> kind >> op.ky >> op.kx >> op.pad_y >> op.pad_x >> op.scale >> op.bias2 >> op.h_in >> op.w_in >>
-          op.h_out >> op.w_out;
-      op.kind = kind == 0 ? LayerOp::Conv : LayerOp::Relu;
-      st.ops.push_back(op);
-    }
-    if (has_pool) {
-      for (PoolAxis* a : {&st.pool_y, &st.pool_x}) {
-        int nt;
-        f >> tag >> a->stride >> a->origin >> a->n_out >> nt;
-        a->taps.resize(nt);
-        for (double& t : a->taps) f >> t;
-      }
-    }
-    P.stages.push_back(st);
-  }
-  for (int k = 0; k < nsc; ++k) {
-    ScalarOp op; int kind;
-    f >> tag >> kind >> op.w2 >> op.b2;
-    op.kind = kind == 0 ? ScalarOp::Dense : ScalarOp::Relu;
-    P.scalar.push_back(op);
-  }
-  if (!f) throw std::runtime_error("malformed program file " + path);
-  P.finalize();
-  return P;
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
 }
 
-template <class T, class RunOne>
-static void run_items(int lanes, int64_t n, const RunOne& one) {
-  // one(team, q): runs item q on the team; with 32 lanes all threads call it for the same q in lockstep.
-  if (lanes == 1) {
-    HostTeam tm;
-    for (int64_t q = 0; q < n; ++q) one(tm, q);
-    return;
-  }
-  Shared32 sh;
+// Runs team_items on `teams` teams of `lanes` threads (one launch), each team with its own shared memory and
+// scratch.
+template <class T>
+static void launch(const ProgView<T>& v, LaunchArgs<T> a, int lanes, int teams, int mode) {
+  const int64_t per = team_entries(v);
+  a.store = v.store[mode];
+  a.scratch_per_warp = 4 * a.store;
+  std::vector<T> smem(static_cast<size_t>(per * teams) + 1), scratch(static_cast<size_t>(a.scratch_per_warp * teams) + 1);
+  a.scratch = a.scratch_per_warp ? scratch.data() : nullptr;
   std::vector<std::thread> th;
-  for (int l = 0; l < 32; ++l)
-    th.emplace_back([&, l]() {
-      ThreadTeam tm{l, &sh};
-      for (int64_t q = 0; q < n; ++q) one(tm, q);
-    });
+  std::vector<std::unique_ptr<Shared32>> sh;
+  for (int w = 0; w < teams; ++w) {
+    T* sm = smem.data() + w * per;
+    if (lanes == 1) {
+      auto body = [&v, a, w, teams, sm]() { team_items(HostTeam{}, v, a, w, teams, sm); };
+      if (teams == 1) body();
+      else th.emplace_back(body);
+      continue;
+    }
+    sh.push_back(std::make_unique<Shared32>());
+    Shared32* s = sh.back().get();
+    for (int l = 0; l < 32; ++l)
+      th.emplace_back([&v, a, w, teams, sm, s, l]() { team_items(ThreadTeam{l, s}, v, a, w, teams, sm); });
+  }
   for (auto& t : th) t.join();
 }
 
 template <class T>
-static void emulate(const Program& P, int lanes, const std::vector<double>& Xd, int64_t nx, const std::vector<double>& Yd,
-                    int64_t ny, bool sym, std::vector<double>& self_out, std::vector<double>& ks, std::vector<double>& kt) {
+static void emulate(const Program& P, int lanes, int teams, const std::vector<double>& Xd, int64_t nx,
+                    const std::vector<double>& Yd, int64_t ny, bool sym, std::vector<double>& self_out,
+                    std::vector<double>& ks, std::vector<double>& kt) {
   const ProgBlob<T> blob(P);
-  std::vector<unsigned char> bytes = blob.bytes();  // the "device" copy
+  const std::vector<unsigned char> bytes = blob.bytes();  // the "device" copy
   const ProgView<T> v = blob.view(bytes.data());
   const int64_t isz = P.input_size(), ssz = P.self_size;
-  std::vector<T> X(Xd.begin(), Xd.end()), Y(Yd.begin(), Yd.end());
-  if (sym) Y = X;
+  const std::vector<T> X(Xd.begin(), Xd.end());
+  const std::vector<T> Y = sym ? X : std::vector<T>(Yd.begin(), Yd.end());
   auto self_of = [&](const std::vector<T>& A, int64_t n) {
     std::vector<T> S(static_cast<size_t>(n * ssz) + 1, T(0));
-    std::vector<T> smem(2 * v.PL + v.PA), scr(4 * v.store[kSelf] + 1);
-    run_items<T>(lanes, n, [&](const auto& tm, int64_t q) {
-      Item<T> it{};
-      it.x = it.y = A.data() + q * isz;
-      it.self_out = S.data() + q * ssz;
-      it.self_x = it.self_y = it.self_out;
-      it.bS = smem.data(); it.bT = it.bS + v.PL; it.bA = it.bT + v.PL;
-      const int64_t st = v.store[kSelf];
-      it.in_s = scr.data(); it.in_t = scr.data() + st; it.out_s = scr.data() + 2 * st; it.out_t = scr.data() + 3 * st;
-      it.self = true;
-      T s, t;
-      run_item(tm, v, it, s, t);
-      tm.sync();
-    });
+    if (ssz == 0) return S;
+    LaunchArgs<T> a{};
+    a.X = A.data();
+    a.self_out = S.data();
+    a.nx = a.ny = n;
+    a.q0 = 0;
+    a.q1 = n;
+    a.isz = isz;
+    a.ssz = ssz;
+    a.self = 1;
+    launch(v, a, lanes, teams, kSelf);
     return S;
   };
-  std::vector<T> SX = self_of(X, nx);
-  std::vector<T> SY = sym ? SX : self_of(Y, ny);
+  const std::vector<T> SX = self_of(X, nx);
+  const std::vector<T> SY = sym ? SX : self_of(Y, ny);
   self_out.assign(SX.begin(), SX.begin() + nx * ssz);
-  ks.assign(nx * ny, 0.0);
-  kt.assign(nx * ny, 0.0);
-  const int64_t npairs = sym ? nx * (nx + 1) / 2 : nx * ny;
-  std::vector<T> smem(2 * v.PL + v.PA), scr(4 * v.store[kPair] + 1);
-  std::vector<int> lane_mismatch(1, 0);
-  run_items<T>(lanes, npairs, [&](const auto& tm, int64_t q) {
-    int64_t i, j;
-    if (sym) tri_decode(q, nx, i, j);
-    else { i = q / ny; j = q % ny; }
-    Item<T> it{};
-    it.x = X.data() + i * isz; it.y = Y.data() + j * isz;
-    it.self_x = SX.data() + i * ssz; it.self_y = SY.data() + j * ssz;
-    it.bS = smem.data(); it.bT = it.bS + v.PL; it.bA = it.bT + v.PL;
-    const int64_t st = v.store[kPair];
-    it.in_s = scr.data(); it.in_t = scr.data() + st; it.out_s = scr.data() + 2 * st; it.out_t = scr.data() + 3 * st;
-    it.self = false;
-    T s, t;
-    run_item(tm, v, it, s, t);
-    if (tm.lane == 0) {
-      ks[i * ny + j] = s; kt[i * ny + j] = t;
-      if (sym) { ks[j * ny + i] = s; kt[j * ny + i] = t; }
-    }
-    tm.sync();
-    if (tm.lane != 0 && (ks[i * ny + j] != double(s) || kt[i * ny + j] != double(t))) lane_mismatch[0] = 1;
-    tm.sync();
-  });
-  if (lane_mismatch[0]) throw std::runtime_error("lanes disagree on a result");
+  std::vector<T> os(static_cast<size_t>(nx * ny), T(0)), ot(static_cast<size_t>(nx * ny), T(0));
+  LaunchArgs<T> a{};
+  a.X = X.data();
+  a.Y = Y.data();
+  a.SX = SX.data();
+  a.SY = SY.data();
+  a.out_s = os.data();
+  a.out_t = ot.data();
+  a.row0 = 0;
+  a.nx = nx;
+  a.ny = ny;
+  a.q0 = 0;
+  a.q1 = sym ? nx * (nx + 1) / 2 : nx * ny;
+  a.isz = isz;
+  a.ssz = ssz;
+  a.symmetric = sym ? 1 : 0;
+  launch(v, a, lanes, teams, kPair);
+  ks.assign(os.begin(), os.end());
+  kt.assign(ot.begin(), ot.end());
+  if (sym)  // the host side of the backend mirrors the upper triangle
+    for (int64_t i = 0; i < nx; ++i)
+      for (int64_t j = i + 1; j < nx; ++j) {
+        ks[j * ny + i] = ks[i * ny + j];
+        kt[j * ny + i] = kt[i * ny + j];
+      }
 }
 
 // tri_decode (the kernel's map from a linear index to a pair (i, j >= i) of a symmetric tile) against
@@ -192,6 +173,27 @@ static void check_tri() {
   }
 }
 
+static void run_case(const std::string& prefix, int lanes, int teams) {
+  const Program P = compile(parse_program(read_text(prefix + ".prog")));
+  std::ifstream f(prefix + ".bin", std::ios::binary);
+  int64_t hdr[4];  // nx, ny (0: symmetric), input size, dtype bytes
+  f.read(reinterpret_cast<char*>(hdr), sizeof(hdr));
+  const int64_t nx = hdr[0], isz = hdr[2];
+  const bool sym = hdr[1] == 0;
+  const int64_t ny = sym ? nx : hdr[1];
+  if (isz != P.input_size()) throw std::runtime_error(prefix + ": input size mismatch");
+  std::vector<double> X(static_cast<size_t>(nx * isz)), Y(static_cast<size_t>(sym ? 0 : ny * isz));
+  f.read(reinterpret_cast<char*>(X.data()), static_cast<std::streamsize>(X.size() * 8));
+  f.read(reinterpret_cast<char*>(Y.data()), static_cast<std::streamsize>(Y.size() * 8));
+  if (!f) throw std::runtime_error(prefix + ": short data file");
+  std::vector<double> so, ks, kt;
+  if (hdr[3] == 4) emulate<float>(P, lanes, teams, X, nx, Y, ny, sym, so, ks, kt);
+  else emulate<double>(P, lanes, teams, X, nx, Y, ny, sym, so, ks, kt);
+  std::ofstream o(prefix + ".out", std::ios::binary);
+  for (auto* v : {&so, &ks, &kt}) o.write(reinterpret_cast<const char*>(v->data()), static_cast<std::streamsize>(v->size() * 8));
+  if (!o) throw std::runtime_error(prefix + ": cannot write the output");
+}
+
 int main(int argc, char** argv) {
   try {
     if (argc == 2 && std::string(argv[1]) == "tri") {
@@ -199,25 +201,10 @@ int main(int argc, char** argv) {
       std::cout << "tri_decode: ok\n";
       return 0;
     }
-    if (argc != 5) throw std::runtime_error("usage: emulate PROGRAM DATA OUT LANES");
-    const Program P = read_program(argv[1]);
-    const int lanes = std::stoi(argv[4]);
-    std::ifstream f(argv[2], std::ios::binary);
-    int64_t hdr[4];  // nx, ny (0: symmetric), input size, dtype bytes
-    f.read(reinterpret_cast<char*>(hdr), sizeof(hdr));
-    const int64_t nx = hdr[0], isz = hdr[2];
-    const bool sym = hdr[1] == 0;
-    const int64_t ny = sym ? nx : hdr[1];
-    if (isz != P.input_size()) throw std::runtime_error("input size mismatch");
-    std::vector<double> X(nx * isz), Y(sym ? 0 : ny * isz);
-    f.read(reinterpret_cast<char*>(X.data()), X.size() * 8);
-    f.read(reinterpret_cast<char*>(Y.data()), Y.size() * 8);
-    if (!f) throw std::runtime_error("short data file");
-    std::vector<double> so, ks, kt;
-    if (hdr[3] == 4) emulate<float>(P, lanes, X, nx, Y, ny, sym, so, ks, kt);
-    else emulate<double>(P, lanes, X, nx, Y, ny, sym, so, ks, kt);
-    std::ofstream o(argv[3], std::ios::binary);
-    for (auto* v : {&so, &ks, &kt}) o.write(reinterpret_cast<const char*>(v->data()), v->size() * 8);
+    if (argc < 4) throw std::runtime_error("usage: emulate LANES TEAMS CASE... | emulate tri");
+    const int lanes = std::stoi(argv[1]), teams = std::stoi(argv[2]);
+    if ((lanes != 1 && lanes != 32) || teams < 1) throw std::runtime_error("LANES must be 1 or 32, TEAMS >= 1");
+    for (int k = 3; k < argc; ++k) run_case(argv[k], lanes, teams);
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "emulate: " << e.what() << "\n";
