@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import ntkfast as nf
+from ntkfast import _core  # noqa: F401  (loaded here: an editable build's rebuild-on-import writes to stdout)
 from ntkfast.cli import main
 from ntkfast.inputs import is_homogeneous, safe_range
 
@@ -233,6 +234,19 @@ def test_resume_refusal_speaks_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--tile 4 differs from the tile 8 that --out" in err and "leave out --tile or pass --tile 8" in err
     assert "tile=None" not in err
+
+
+def test_resume_refusal_names_custom_nets_briefly(tmp_path):
+    a = nf.serial(nf.Conv(3), nf.ReLU(), nf.GaussianPool(2), nf.Flatten(), nf.Dense())
+    b = nf.serial(nf.Conv(5), nf.ReLU(), nf.GaussianPool(2), nf.Flatten(), nf.Dense())
+    path = str(tmp_path / "c.zarr")
+    X = RNG.standard_normal((3, 9, 9, 1))
+    nf.gram(X, arch=a, out=path)
+    with pytest.raises(ValueError, match=r"architecture \(layer 0\): stored Conv\(k=\(3, 3\).*\), now Conv\(k=\(5, 5\)"):
+        nf.gram(X, arch=b, out=path)
+    with pytest.raises(ValueError, match=r"architecture: stored a custom net of 5 layers \(Conv, ReLU, GaussianPool, "
+                                         r"Flatten, Dense\), now gap2\)"):
+        nf.gram(X, arch=GAP, out=path)
 
 
 def test_interrupt_keeps_tiles_and_says_how_to_resume(tmp_path, monkeypatch, capsys):

@@ -50,10 +50,10 @@ def arch_label(text):
                 return name
         except (ValueError, TypeError):
             continue
-    import re
-    layers = re.findall(r"(?:\(|, )([A-Z][A-Za-z0-9]*)\(", text[len("serial("):] if text.startswith("serial(") else "")
-    kinds = ", ".join(dict.fromkeys(layers))
-    return f"a custom net of {len(layers)} layers ({kinds})" if text.startswith("serial(") else text[:60]
+    if not text.startswith("serial("):
+        return text[:60]
+    layers = [layer.split("(")[0] for layer in _layers_of(text)]
+    return f"a custom net of {len(layers)} layers ({', '.join(dict.fromkeys(layers))})"
 
 
 def _preset_names():
@@ -87,7 +87,12 @@ class StoreMismatchError(ValueError):
         parts = []
         for k, old, new in self.fields:
             if k == "arch":
-                parts.append(f"architecture: stored {arch_label(old)}, now {arch_label(new)}")
+                a, b = arch_label(old), arch_label(new)
+                where = ""
+                if a == b:                    # two custom nets alike in outline: show the first layer that differs
+                    i, a, b = _first_difference(old, new)
+                    where = f" (layer {i})"
+                parts.append(f"architecture{where}: stored {a}, now {b}")
             elif k in ("X", "Y"):
                 parts.append(f"inputs {k}: stored {_fp_words(old)}, now {_fp_words(new)}")
             else:
@@ -110,6 +115,30 @@ class StoreMismatchError(ValueError):
     def for_cli(self, option="--out"):
         """The same refusal in command-line terms (options, shell commands)."""
         return self._text(cli=True, option=option)
+
+
+def _layers_of(text):
+    """Top-level layer reprs of an arch repr 'serial(A(...), B(...))'."""
+    inner = text[len("serial("):-1] if isinstance(text, str) and text.startswith("serial(") else str(text)
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(inner):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            out.append(inner[start:i].strip())
+            start = i + 1
+    out.append(inner[start:].strip())
+    return [x for x in out if x]
+
+
+def _first_difference(old, new):
+    a, b = _layers_of(old), _layers_of(new)
+    for i in range(max(len(a), len(b))):
+        la = a[i] if i < len(a) else "nothing"
+        lb = b[i] if i < len(b) else "nothing"
+        if la != lb:
+            return i, la, lb
+    return "?", str(old)[:80], str(new)[:80]
 
 
 def _fp_words(fp):
