@@ -187,6 +187,21 @@ def test_bad_data_files_get_clear_errors(tmp_path, capsys):
         assert want in err and "Traceback" not in err and "allow_pickle" not in err, err
 
 
+def test_cli_layout_option(tmp_path, capsys):
+    X = RNG.random((12, 1, 9, 9))
+    np.savez(tmp_path / "nchw.npz", X=X, y=np.arange(12) % 2)
+    assert main(["gram", "--arch", "flat1", "--data", str(tmp_path / "nchw.npz"), "--normalize", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "--data has shape (12, 1, 9, 9), which looks channels-first" in err and "Pass --layout NCHW" in err
+    assert "layout='" not in err and "np.moveaxis" not in err
+    out = str(tmp_path / "k.npz")
+    assert main(["gram", "--arch", "flat1", "--data", str(tmp_path / "nchw.npz"), "--normalize", "none",
+                 "--layout", "NCHW", "--dtype", "float64", "--out", out]) == 0
+    assert "inputs=(12, 9, 9, 1)" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(out)["ntk"],
+                                  nf.gram(np.moveaxis(X, 1, -1), arch=nf.presets.cntk(1, "flatten"), dtype="float64").ntk)
+
+
 def test_krr_regresses_real_targets_and_refuses_them_as_classes(tmp_path, capsys):
     from ntkfast import data
     X, _ = data.load_default()

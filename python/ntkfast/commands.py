@@ -164,7 +164,7 @@ def load_images(data, normalize, n=None, default_n=None, layout=None):
     from . import data as D
     from .inputs import to_nhwc
     X, y = D.load(data)
-    X = to_nhwc(X, layout, "--data images")
+    X = to_nhwc(X, layout, "--data", option="--layout")
     if n is None and (data is None or data == D.DEFAULT_NAME):
         n = default_n
     if n is not None:

@@ -70,7 +70,7 @@ def looks_channels_first(shape):
     return len(shape) == 4 and shape[1] <= 4 and shape[2] > 4 and shape[3] > 4
 
 
-def to_nhwc(X, layout=None, name="X"):
+def to_nhwc(X, layout=None, name="X", option=None):
     """Images as (N, H, W, C) from an array in ``layout``; ``X`` as given when it is not an image array.
 
     layout : None (default: NHWC, checked: a shape that looks channels-first, such as (N, 1, 28, 28), raises
@@ -80,15 +80,21 @@ def to_nhwc(X, layout=None, name="X"):
     layout None, a 3-d shape that looks like one (H, W, C) image without its batch axis, such as (28, 28, 1),
     raises ValueError).
     Other ranks are returned unchanged (the caller's rank check reports them).
+    option : None, or the command-line option that sets the layout (e.g. '--layout'): the messages then name
+        it instead of Python arguments.
     """
     layout = check_layout(layout)
+
+    def use(value):
+        return f"{option} {value}" if option else f"layout='{value}'"
     shape = tuple(getattr(X, "shape", ()))
     if len(shape) == 3:
         if layout is None and shape[2] <= 4 < min(shape[0], shape[1]):
             raise ValueError(
                 f"{name} has shape {shape}, which looks like one image (H, W, C) without the batch axis; ntkfast "
-                f"would read it as {shape[0]} single-channel images of {shape[1]}x{shape[2]}. Pass {name}[None] "
-                f"for a batch of one image, or layout='NHWC' if {shape[0]} images of {shape[1]}x{shape[2]} are "
+                f"would read it as {shape[0]} single-channel images of {shape[1]}x{shape[2]}. "
+                + ("" if option else f"Pass {name}[None] for a batch of one image, or ")
+                + f"{'P' if option else 'p'}ass {use('NHWC')} if {shape[0]} images of {shape[1]}x{shape[2]} are "
                 f"what you mean")
         return X[..., None]
     if len(shape) != 4:
@@ -99,9 +105,10 @@ def to_nhwc(X, layout=None, name="X"):
         raise ValueError(
             f"{name} has shape {shape}, which looks channels-first (NCHW: {shape[1]} channel(s) of "
             f"{shape[2]}x{shape[3]}); ntkfast reads images as (N, H, W, C), so it would be read as "
-            f"{shape[1]}x{shape[2]} images with {shape[3]} channels. Convert it with np.moveaxis({name}, 1, -1), "
-            f"or pass layout='NCHW'; pass layout='NHWC' if {shape[1]}x{shape[2]} images with {shape[3]} channels "
-            f"are what you mean")
+            f"{shape[1]}x{shape[2]} images with {shape[3]} channels. "
+            + ("Pass --layout NCHW" if option else f"Convert it with np.moveaxis({name}, 1, -1), or pass "
+                                                   "layout='NCHW'")
+            + f"; pass {use('NHWC')} if {shape[1]}x{shape[2]} images with {shape[3]} channels are what you mean")
     return X
 
 

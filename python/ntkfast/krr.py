@@ -651,7 +651,7 @@ def _cli_krr(args):
     def load(src, option):
         X, y = D.load(src) if src is None or src == D.DEFAULT_NAME or not _is_dir(src) else \
             D.load_mnist(src, split=args.split)
-        return to_nhwc(X, args.layout, f"{option} images"), y
+        return to_nhwc(X, args.layout, option, option="--layout"), y
 
     X, y = load(args.data, "--data")
     if y is None:
