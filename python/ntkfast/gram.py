@@ -174,7 +174,9 @@ class GramJob:
     Attributes: ``X``, ``Y`` (None for a symmetric Gram), ``n``, ``m``, ``names`` (kernels), ``dtype``,
     ``device``, ``tile``, ``tiles`` (all, as [((a, b), ((i0, i1), (j0, j1)))] with tile-grid indices a, b),
     ``pending`` (those not marked done), ``store`` (:class:`ntkfast.store.Store`), ``estimate``
-    (:class:`ntkfast.memory.MemoryEstimate`), ``threads`` (0 = backend default), ``budget`` (bytes or None).
+    (:class:`ntkfast.memory.MemoryEstimate`), ``threads`` (0 = backend default), ``budget`` (bytes or None),
+    ``scales`` (None, or power-of-two row exponents (ex, ey) of X and Y rescaled into float's safe range; X
+    and Y are then the rescaled rows, and tiles are scaled back: see :func:`ntkfast.inputs.row_scales`).
     """
 
     def __init__(self, **kw):
@@ -237,7 +239,6 @@ class GramJob:
                 self.store.mark(a, b, bounds)
                 del res                       # one tile in flight: free it before the next is computed
                 count += 1
-                self.pending_done = count
                 if bar is not None:
                     bar.tile_done(self.pairs_of(bounds, self.symmetric))
         except KeyboardInterrupt as e:
