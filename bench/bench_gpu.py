@@ -1,6 +1,6 @@
 """GPU throughput of ntkfast (float32, NNGP + NTK together, pairs/s), beside neural-tangents on the same GPU.
 
-Workloads (DESIGN section 5): gap5 = cntk(5, 'gap') and flat5 = cntk(5, 'flatten') on 28x28x1, myrtle5 on
+Workloads (docs/design.md, section 4): gap5 = cntk(5, 'gap') and flat5 = cntk(5, 'flatten') on 28x28x1, myrtle5 on
 32x32x3, bietti_mairal on 28x28x1. Each is timed on an n x n rectangular tile (X vs Y, every pair computed)
 grown until one call takes about --seconds; the call returns host arrays, so it has synchronized with the
 device when the timer stops (warm-up call excluded). One JSON line per result, with the device name,

@@ -1,4 +1,4 @@
-"""pytest-benchmark suite of the CPU backend on DESIGN section 5's workloads (float32, NNGP+NTK).
+"""pytest-benchmark suite of the CPU backend on the workloads of docs/design.md (section 4) (float32, NNGP+NTK).
 
 Run: ``pytest bench/test_bench_cpu.py --benchmark-only`` (not part of the unit-test command). The
 ``pairs_per_s`` extra_info of each benchmark is the figure to compare with neural-tangents

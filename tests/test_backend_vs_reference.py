@@ -125,7 +125,7 @@ def test_fc_closed_form_two_layer_formula():
 
 @pytest.mark.parametrize("device", available_devices())
 def test_float32_diagonal_is_exact_self_recursion(device):
-    """On the Gram diagonal rho = 1 exactly (DESIGN section 3): float32 keeps full precision there, where
+    """On the Gram diagonal rho = 1 exactly (docs/design.md, section 3): float32 keeps full precision there, where
     a cross-pair rounding would cost sqrt(eps) ~ 3e-4 in the NTK."""
     X = np.random.default_rng(1).standard_normal((6, 9, 9, 1))
     arch = nf.presets.cntk(4, "gap")

@@ -120,7 +120,7 @@ def test_estimator_errors():
         NTKClassifier(arch="resnet").fit(X, y)
     with pytest.raises(ValueError, match="kind must be 'ntk' or 'nngp'; got 'both'"):
         NTKClassifier(arch="fc1", kind="both").fit(X, y)
-    with pytest.raises(ValueError, match=r"X must be images \(N, H, W, C\) for the convolutional arch 'gap2'"):
+    with pytest.raises(ValueError, match=r"X must be images \(N, H, W, C\) \(or \(N, H, W\)\) for the convolutional arch 'gap2'"):
         NTKClassifier(arch="gap2").fit(X.reshape(20, -1), y)
     with pytest.raises(ValueError, match="X rows must have H\\*W\\*C = 36 features for image_shape"):
         NTKClassifier(arch="gap2", image_shape=(6, 6, 1)).fit(X.reshape(20, -1), y)

@@ -127,7 +127,7 @@ def test_symmetric_finite_psd(name, dtype):
 @pytest.mark.parametrize("name", ["gap3", "pool", "gauss"])
 def test_diagonal_from_self_recursion(name):
     """float32 Gram diagonal to about float32 rounding: a d = 0 plane of (x, x) that differed from the self
-    recursion by one ulp would move the NTK by ~sqrt(eps) ~ 3e-4 (DESIGN section 3)."""
+    recursion by one ulp would move the NTK by ~sqrt(eps) ~ 3e-4 (docs/design.md, section 3)."""
     arch, shape = SYM_NETS[name]
     X = np.random.default_rng(12).standard_normal((6,) + shape)
     ref = nf.reference.gram(X, arch=arch)

@@ -105,3 +105,41 @@ def test_cli(tmp_path, capsys):
     assert rc == 0, text
     assert out.exists() and "fc2" in text and "flat1" in text
     assert main(["smoothness", "--deltas", "1e-5", "--out", str(out)]) == 2
+
+
+def test_directions_are_orthogonal_and_independent_of_the_base_point():
+    # the CLI's fc base point comes from default_rng(seed); the directions must not be that same draw
+    # (which made the first direction radial, x's own, along which the feature map is linear)
+    D, seed = 32, 0
+    x = np.random.default_rng(seed).standard_normal(D)
+    V = Sm.directions(x, 3, seed)
+    u = x / np.linalg.norm(x)
+    np.testing.assert_allclose(np.linalg.norm(V, axis=1), 1.0, rtol=1e-14)
+    assert np.max(np.abs(V @ u)) < 1e-14                          # orthogonal to x
+    assert np.max(np.abs(V @ V.T - np.eye(3))) < 0.8               # not copies of one another
+    img = np.random.default_rng(1).standard_normal((6, 6, 1))
+    Vi = Sm.directions(img, 2, 1)
+    assert Vi.shape == (2, 6, 6, 1) and np.max(np.abs(Vi.reshape(2, -1) @ img.ravel())) < 1e-12
+    Y = Sm.perturb(x, [1e-2, 1e-1], 3, seed)                       # |y| = |x| sqrt(1 + delta^2)
+    np.testing.assert_allclose(np.linalg.norm(Y, axis=1) / np.linalg.norm(x),
+                               np.sqrt(1 + np.repeat([1e-4, 1e-2], 3)), rtol=1e-12)
+
+
+def test_plot_title_carries_the_measured_slopes(tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    c = Sm.holder_curve(_sphere_point(), arch=nf.presets.fc(1), deltas=DELTAS, n_dirs=1, device="cpu",
+                        label="fc1")
+    titles = []
+    real = plt.Figure.savefig
+
+    def grab(fig, *a, **k):
+        titles.extend(ax.get_title() for ax in fig.axes)
+        return real(fig, *a, **k)
+    monkeypatch.setattr(plt.Figure, "savefig", grab)
+    Sm.plot_smoothness([c], tmp_path / "s.png")
+    title = " ".join(titles)
+    assert f"fc1 NTK {c.slope('ntk', 1e-5, 1e-3):.3f}" in title
+    assert f"fc1 NNGP {c.slope('nngp', 1e-5, 1e-3):.3f}" in title
+    assert "Hölder" not in title and "Lipschitz" not in title

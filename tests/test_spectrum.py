@@ -208,3 +208,13 @@ def test_cli(tmp_path, capsys):
     assert out.stat().st_size > 1000
     assert "all odd k >= 3" in text and "fc(2) NTK" in text
     assert main(["spectrum", "--p", "1", "--out", str(out)]) == 2
+
+
+def test_table_says_all_zero_instead_of_nan():
+    from ntkfast.spectrum import format_table, spectrum, spectrum_table
+    sp = spectrum(3, 60, [("kappa0", 1), ("ntk", 1), ("ntk", 2)])
+    text = format_table(spectrum_table(sp, 10), 3, 10, 60)
+    assert "nan" not in text
+    rows = {line.split("  ")[0].strip(): line for line in text.splitlines()[2:]}
+    assert rows["kappa0"].split()[2:4] == ["all", "zero"]          # even k vanish: no even exponent
+    assert "all zero" in rows["fc(1) NTK (2-layer)"] and "all zero" not in rows["fc(2) NTK"]

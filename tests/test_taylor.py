@@ -470,3 +470,28 @@ def test_ntk_ridge_matches_a_direct_solve_with_the_reference_kernel():
     alpha = np.linalg.solve(K + 1e-2 * np.trace(K) / 30 * np.eye(30), y)
     # condition number of K + ridge I is at most 1 + 30 / 1e-2; float64 solve error ~ cond * eps
     np.testing.assert_allclose(pred, Kt @ alpha, rtol=1e-9, atol=1e-9 * np.abs(Kt @ alpha).max())
+
+
+def test_study_plot_is_readable(tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ntkfast.taylor import Study, plot_study
+    models = ["quadratic", "randomized", "linearized", "ntk"]
+    records = [dict(p=2, r=1, model=m, d=d, n=n, error=1.0 / n) for m in models for d in (8, 16) for n in (4, 64)]
+    study = Study(records, dict(targets=[[2, 1]], models=models, dims=[8, 16], ns=[4, 64]))
+    seen = {}
+    real = plt.Figure.savefig
+
+    def grab(fig, path, *a, **k):
+        seen["legends"] = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+        seen["axes_legends"] = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        seen["title_sizes"] = [ax.title.get_fontsize() for ax in fig.axes if ax.get_visible()]
+        seen["px"] = fig.get_size_inches() * k.get("dpi", fig.dpi)
+        return real(fig, path, *a, **k)
+    monkeypatch.setattr(plt.Figure, "savefig", grab)
+    plot_study(study, tmp_path / "t.png", threshold=0.1)
+    assert seen["legends"] == ["d = 8", "d = 16", "test MSE = 0.1 (defines n*)"]   # one legend, for all panels
+    assert seen["axes_legends"] == []
+    assert min(seen["title_sizes"]) >= 10
+    assert seen["px"][0] >= 1200 and seen["px"][1] >= 300            # was 832 x 184 for these four panels

@@ -50,8 +50,10 @@ def test_arch_does_not_fit_image(arch, shape, match):
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(X=X[0]), ValueError, r"X must have shape \(N, H, W, C\) .*; got shape \(8, 8, 1\)"),
-    (dict(X=X[..., 0]), ValueError, r"X must have shape \(N, H, W, C\) .*; got shape \(3, 8, 8\)"),
+    (dict(X=X[0]), ValueError, r"X has shape \(8, 8, 1\), which looks like one image \(H, W, C\) without the "
+                               r"batch axis; .* Pass X\[None\]"),
+    (dict(X=X[0, 0]), ValueError, r"X must have shape \(N, H, W, C\) or \(N, H, W\) for one channel .*; got shape "
+                                  r"\(8, 1\)"),
     (dict(X=X[:0]), ValueError, r"X must be non-empty with shape \(N, H, W, C\); got shape \(0, 8, 8, 1\)"),
     (dict(X=X, Y=X[:, :7]), ValueError, r"X and Y must agree in every axis but the first; got X \(3, 8, 8, 1\) and Y \(3, 7, 8, 1\)"),
     (dict(X=np.where(X > 1, np.nan, X)), ValueError, r"X must be finite; got \d+ NaN/Inf entries"),

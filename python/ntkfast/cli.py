@@ -27,7 +27,10 @@ def build_parser():
         prog="ntkfast",
         description="Exact NNGP/CKN and neural tangent kernels of convolutional ReLU networks: Gram matrices, "
                     "kernel ridge regression and the inductive-bias analyses around them.",
-        epilog="Run 'ntkfast COMMAND --help' for the options of one command.")
+        epilog="Run 'ntkfast COMMAND --help' for the options of one command. Documentation: README.md and docs/ "
+               "(docs/design.md: layer rules, algorithm, numerics; docs/layers.md: the layers).")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"ntkfast {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register_cli(sub)
@@ -43,10 +46,14 @@ def main(argv=None):
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, NotImplementedError, MemoryError, RuntimeError) as e:
-        print(f"ntkfast {args.command}: error: {e}", file=sys.stderr)
+        cli_text = getattr(e, "for_cli", None)
+        text = cli_text(getattr(args, "store_option", "--out")) if callable(cli_text) else str(e)
+        print(f"ntkfast {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"ntkfast {args.command}: interrupted", file=sys.stderr)
+        hint = getattr(args, "resume_hint", None)
+        hint = hint() if callable(hint) else hint
+        print(f"ntkfast {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 130
 
 

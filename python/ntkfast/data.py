@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -92,15 +94,35 @@ def load_npz(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data source not found: {path}")
-    if path.endswith(".npy"):
-        X, y = np.load(path, allow_pickle=False), None
-    else:
-        with np.load(path, allow_pickle=False) as z:
-            xk = next((k for k in ("X", "x", "images", "data") if k in z.files), None)
-            if xk is None:
-                raise ValueError(f"{path}: expected an array named X, x, images or data; found {z.files}")
-            yk = next((k for k in ("y", "labels", "targets") if k in z.files), None)
-            X, y = z[xk], (z[yk] if yk else None)
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    is_npy, is_zip = magic == b"\x93NUMPY", magic[:2] == b"PK"
+    if path.endswith(".npy") and not is_npy:
+        raise ValueError(f"{path}: not a .npy file (expected numpy's '\\x93NUMPY' header, as np.save writes; "
+                         f"it begins with {magic!r})")
+    if path.endswith(".npz") and not (is_zip or is_npy):
+        raise ValueError(f"{path}: not a .npz file (expected a zip archive of .npy arrays, as np.savez writes; "
+                         f"it begins with {magic!r})")
+    try:
+        if is_npy:           # also a .npy saved under a .npz name
+            X, y = np.load(path, allow_pickle=False), None
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                xk = next((k for k in ("X", "x", "images", "data") if k in z.files), None)
+                if xk is None:
+                    raise ValueError(f"{path}: expected an array named X, x, images or data; found {z.files}")
+                yk = next((k for k in ("y", "labels", "targets") if k in z.files), None)
+                X, y = z[xk], (z[yk] if yk else None)
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
+        raise ValueError(f"{path}: damaged file (truncated or corrupt: {type(e).__name__}: {e}); write it again "
+                         "with np.savez / np.save") from None
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise ValueError(f"{path}: holds Python objects (a pickled object array), which ntkfast does not load "
+                             "(loading pickles can run code); save numeric arrays") from None
+        if str(e).startswith(path):
+            raise
+        raise ValueError(f"{path}: damaged or unreadable ({e}); write it again with np.savez / np.save") from None
     X = np.asarray(X)
     if X.ndim == 3:
         X = X[..., None]

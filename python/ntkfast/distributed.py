@@ -39,24 +39,24 @@ def _self_task(arch, input_shape, X, device, threads):
     return _core.self_data(prog, X, _gram.resolve_device(device), threads)
 
 
-def _tile_task(arch, input_shape, X, Y, sx, sy, store, ab, bounds, symmetric, names, device, threads):
+def _tile_task(arch, input_shape, X, Y, sx, sy, store, ab, bounds, symmetric, names, device, threads, scales=None):
     t0 = time.perf_counter()
     prog = _gram.compile_program(arch, input_shape)
     Yv = X if Y is None else Y
     res = _gram._compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, _gram.resolve_device(device),
-                              threads)
+                              threads, scales)
     store.write_tile(bounds, res, mirror=symmetric and ab[0] != ab[1])
     store.mark(ab[0], ab[1], bounds)
     return ab, time.perf_counter() - t0
 
 
 def gram(X, Y=None, *, arch, client, out, kind=None, device="auto", dtype="float32", tile=None, threads=1,
-         memory_budget=None, progress=False):
+         memory_budget=None, progress=False, layout=None):
     """:func:`ntkfast.gram` with each tile a task on the Dask cluster of ``client``.
 
     Parameters
     ----------
-    X, Y, arch, kind, dtype, tile, progress : as :func:`ntkfast.gram`.
+    X, Y, arch, kind, dtype, tile, progress, layout : as :func:`ntkfast.gram`.
     client : ``distributed.Client`` connected to the cluster (a LocalCluster, or a scheduler's address).
     out : the store every worker writes to: a path ending in ``.zarr`` (created or resumed), a zarr array
         (``kind`` given), ``Kernels`` of zarr arrays or a zarr group, on a LocalStore whose path every worker
@@ -78,7 +78,8 @@ def gram(X, Y=None, *, arch, client, out, kind=None, device="auto", dtype="float
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int (CPU threads per task); got {threads!r}")
     job = _gram.prepare(X, Y, arch=arch, kind=kind, device=device, dtype=dtype, tile=tile, out=out, threads=threads,
-                        memory_budget=memory_budget, progress=progress, resolve=False)
+                        memory_budget=memory_budget, progress=progress, resolve=False,
+                        layout=layout)
     run(job, client, progress=progress)
     return job.result()
 
@@ -107,21 +108,22 @@ def run(job, client, *, progress=False):
     syf = sxf if job.symmetric else client.submit(_self_task, job.arch, job.input_shape, Yf, job.device, threads,
                                                   pure=False, key=f"ntkfast-self-y-{token}")
     futures = [client.submit(_tile_task, job.arch, job.input_shape, Xf, Yf, sxf, syf, job.store, ab, bounds,
-                             job.symmetric, job.names, job.device, threads, pure=False,
+                             job.symmetric, job.names, job.device, threads, job.scales, pure=False,
                              key=f"ntkfast-tile-{ab[0]}-{ab[1]}-{token}")
                for ab, bounds in job.pending]
     bounds_of = dict(job.pending)
-    bar = _gram._progress_bar(job) if progress else None
-    finished = len(job.tiles) - len(job.pending)
+    bar = _gram.progress_bar(job, progress) if progress else None
+    finished = 0
     try:
         for fut in as_completed(futures):
             ab, _ = fut.result()          # re-raises a task's error here
             finished += 1
             if bar is not None:
-                bar.update(job.pairs_of(bounds_of[tuple(ab)], job.symmetric))
-                bar.set_postfix_str(f"tiles {finished}/{len(job.tiles)}", refresh=False)
-    except BaseException:
+                bar.tile_done(job.pairs_of(bounds_of[tuple(ab)], job.symmetric))
+    except BaseException as e:
         client.cancel(futures)
+        if isinstance(e, KeyboardInterrupt) and hasattr(e, "add_note"):
+            e.add_note(job.interrupt_note(finished))
         raise
     finally:
         if bar is not None:

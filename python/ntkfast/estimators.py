@@ -57,12 +57,13 @@ class _NTKBase(BaseEstimator):
     _scoring = "mse"
 
     def __init__(self, arch="gap5", kind="ntk", ridge=_krr.DEFAULT_RIDGES, *, cv="loo", image_shape=None,
-                 device="auto", dtype="float32", tile=None, threads=None):
+                 layout=None, device="auto", dtype="float32", tile=None, threads=None):
         self.arch = arch
         self.kind = kind
         self.ridge = ridge
         self.cv = cv
         self.image_shape = image_shape
+        self.layout = layout
         self.device = device
         self.dtype = dtype
         self.tile = tile
@@ -79,6 +80,8 @@ class _NTKBase(BaseEstimator):
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {self.device!r}")
         _krr._check_ridges(self.ridge)
+        from .inputs import check_layout
+        check_layout(self.layout)
         if self.image_shape is not None:
             shp = tuple(self.image_shape) if not isinstance(self.image_shape, str) else ()
             if len(shp) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shp):
@@ -87,8 +90,10 @@ class _NTKBase(BaseEstimator):
 
     def _shape_inputs(self, X, arch):
         """(N, ...) validated array -> what the arch takes: images (N, H, W, C) or vectors (N, D)."""
+        from .inputs import check_layout, to_nhwc
         if arch.convolutional:
-            if X.ndim == 4:
+            if X.ndim in (3, 4):
+                X = to_nhwc(X, self.layout, "X")
                 if self.image_shape is not None and X.shape[1:] != tuple(self.image_shape):
                     raise ValueError(f"X must have images of image_shape {tuple(self.image_shape)}; got {X.shape}")
                 return X
@@ -97,9 +102,11 @@ class _NTKBase(BaseEstimator):
                 if X.shape[1] != h * w * c:
                     raise ValueError(f"X rows must have H*W*C = {h * w * c} features for image_shape "
                                      f"{tuple(self.image_shape)}; got X of shape {X.shape}")
+                if check_layout(self.layout) == "NCHW":       # rows hold C x H x W values
+                    return np.moveaxis(X.reshape(len(X), c, h, w), 1, -1)
                 return X.reshape(len(X), h, w, c)
-            raise ValueError(f"X must be images (N, H, W, C) for the convolutional arch {self.arch!r}, or (N, D) "
-                             f"with image_shape=(H, W, C) set; got shape {X.shape}")
+            raise ValueError(f"X must be images (N, H, W, C) (or (N, H, W)) for the convolutional arch "
+                             f"{self.arch!r}, or (N, D) with image_shape=(H, W, C) set; got shape {X.shape}")
         return X.reshape(len(X), -1)      # fully-connected: images are flattened
 
     def _validate_X(self, X, reset=False):
@@ -167,13 +174,16 @@ class NTKRegressor(RegressorMixin, _NTKBase):
     cv : 'loo' (closed-form leave-one-out, default) or an int number of folds, for a ridge grid.
     image_shape : None or (H, W, C): reshape (N, H*W*C) rows into images for a convolutional arch
         (lets the estimator follow 2-d transformers in a Pipeline).
+    layout : None (default), 'NHWC' or 'NCHW': the axis order of 4-d images (and of rows reshaped by
+        ``image_shape``: with 'NCHW' a row holds C x H x W values), as in :func:`ntkfast.gram`; None reads
+        NHWC and refuses channels-first-looking shapes such as (N, 1, 28, 28).
     device : 'auto' (default), 'cpu' or 'cuda', for the Gram and the solve.
     dtype : 'float32' (default) or 'float64', the Gram's arithmetic; the solve is always float64.
     tile : Gram tile size (None: the backend's default).
     threads : CPU threads for the Gram (None: all).
 
-    Inputs are images (N, H, W, C) for convolutional archs and vectors (N, D) for fully-connected ones
-    (images are flattened for those). Targets y are (N,) or (N, T).
+    Inputs are images (N, H, W, C) (or (N, H, W), one channel) for convolutional archs and vectors (N, D)
+    for fully-connected ones (images are flattened for those). Targets y are (N,) or (N, T).
 
     Attributes
     ----------

@@ -11,10 +11,14 @@ interrupted run resumes without recomputing them, ``memory_budget`` sets the til
 from __future__ import annotations
 
 import numbers
+import os
+import sys
+import time
 
 import numpy as np
 
-from .inputs import check_arch, check_dtype, check_inputs, check_kind
+from .inputs import check_arch, check_dtype, check_inputs, check_kind, check_layout, row_scales
+from .progress import PairProgress, check_progress, label_of
 from . import config
 
 __all__ = ["gram", "prepare", "GramJob", "compile_program", "resolve_device", "tiles"]
@@ -56,13 +60,14 @@ def tiles(n, m, tile, symmetric):
 
 
 def gram(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=None, progress=False, out=None,
-         threads=None, memory_budget=None, output="numpy"):
+         threads=None, memory_budget=None, output="numpy", layout=None):
     """NNGP/CKN and NTK Gram matrices of ``arch`` between X and Y (or X and itself).
 
     Parameters
     ----------
-    X : array (N, H, W, C) of images (NHWC) for convolutional nets, or (N, D) for fully-connected nets;
-        numpy, or anything exposing ``__array__`` / ``__cuda_array_interface__`` (copied to the host).
+    X : array (N, H, W, C) of images (NHWC; (N, H, W) for one channel) for convolutional nets, or (N, D) for
+        fully-connected nets; numpy, or anything exposing ``__array__`` / ``__cuda_array_interface__`` (copied
+        to the host). Channels-first images need ``layout='NCHW'`` (see ``layout``).
     Y : array (M, ...) like X, or None for the symmetric Gram of X (only tiles on or above the diagonal are
         computed; the lower triangle is mirrored on write, so the result is exactly symmetric; its diagonal
         comes from the self recursion).
@@ -70,12 +75,21 @@ def gram(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=Non
     kind : None (both kernels, returned as ``Kernels(nngp, ntk)``), 'nngp' or 'ntk' (one array).
     device : 'auto' (a usable GPU, else the CPU), 'cpu' or 'cuda' (an error saying why if none is usable).
     dtype : 'float32' (default) or 'float64': the arithmetic of the recursion and of the result; sums over
-        positions are accumulated in float64 either way.
+        positions are accumulated in float64 either way. The recursion works with about |x|^4, so float32 is
+        accurate for rows whose largest |entry| is in [2^-24, 2^24] (``inputs.safe_range``). Outside it, a
+        net without biases (``inputs.is_homogeneous``) is computed on rows rescaled by powers of two and its
+        kernels scaled back exactly (K(a x, b y) = a b K(x, y)); any other net raises ValueError suggesting
+        float64, before any work.
     tile : images per tile side. Default: the tile a resumed store was started with; else the largest tile
         within ``memory_budget`` (at most 4x the device default); else 256 on CPU, 2048 on GPU. Any N: the
         last tiles are ragged. For zarr outputs created here the tile is the chunk shape.
-    progress : show a tqdm progress bar over pairs (pairs/s, ETA; tiles done in the postfix).
+    progress : False (default), True, or a label (str, e.g. 'train Gram'): show a tqdm progress bar (on
+        stderr) over pairs (pairs/s, ETA; tiles done in the postfix), labelled 'gram' or with the label.
     out : where the result goes (default None: new numpy arrays in memory).
+
+        - a path ending in ``.npz``: computed in memory, then written with ``np.savez`` (keys ``nngp`` and/or
+          ``ntk``) at the end; not resumable. The in-memory arrays are returned. The path is checked before
+          any work;
 
         - a path ending in ``.zarr``: a zarr group with arrays ``nngp`` and/or ``ntk`` chunked (tile, tile),
           uncompressed, NaN where not yet computed; created if missing, resumed if it exists (see below);
@@ -96,6 +110,10 @@ def gram(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=Non
         tile (or the given tile) raises MemoryError with the need and the budget, before any work.
     output : 'numpy' (default) or 'cupy': the type of in-memory results (cupy arrays on the current GPU;
         needs cupy, the ``gpu`` extra). Only with ``out=None``.
+    layout : None (default), 'NHWC' or 'NCHW': the axis order of 4-d image inputs X and Y. None reads NHWC
+        and refuses, before any work, a shape that looks channels-first such as (N, 1, 28, 28) or
+        (N, 3, 32, 32) (it would be read as 1x28 images with 28 channels); 'NCHW' converts with
+        ``np.moveaxis(X, 1, -1)``; 'NHWC' takes the shape as it is.
 
     Returns
     -------
@@ -103,13 +121,26 @@ def gram(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=Non
     arrays, or the store's arrays (zarr arrays, memmaps; ``out`` itself when it was an array).
     """
     xp = _output_module(output, out)
+    npz = None
+    if isinstance(out, (str, os.PathLike)) and os.fspath(out).endswith(".npz"):
+        from .store import check_out_path
+        npz = check_out_path(out, kind, "out")
+        out = None
     job = prepare(X, Y, arch=arch, kind=kind, device=device, dtype=dtype, tile=tile, out=out, threads=threads,
-                  memory_budget=memory_budget, progress=progress)
+                  memory_budget=memory_budget, progress=progress, layout=layout)
     job.run(progress=progress)
     res = job.result()
+    if npz is not None:
+        save_npz(npz, res, kind)
     if xp is None:
         return res
     return xp.asarray(res) if kind is not None else type(res)(*(xp.asarray(r) for r in res))
+
+
+def save_npz(path, res, kind):
+    """Write a Gram result (Kernels, or one array for ``kind``) to ``path`` with ``np.savez``."""
+    arrays = {"nngp": np.asarray(res.nngp), "ntk": np.asarray(res.ntk)} if kind is None else {kind: np.asarray(res)}
+    np.savez(path, **arrays)
 
 
 def _output_module(output, out):
@@ -130,19 +161,15 @@ def _output_module(output, out):
 _META_ORDER = ("arch", "dtype", "kinds", "shape", "symmetric", "X", "Y", "tile")
 
 
-def _short(k, v):
-    if k != "arch" and isinstance(v, str) and len(v) > 60:
-        return v[:57] + "..."
-    return v
-
-
 class GramJob:
     """A prepared Gram computation: checked inputs, chosen tile, opened store, pending tiles.
 
     Attributes: ``X``, ``Y`` (None for a symmetric Gram), ``n``, ``m``, ``names`` (kernels), ``dtype``,
     ``device``, ``tile``, ``tiles`` (all, as [((a, b), ((i0, i1), (j0, j1)))] with tile-grid indices a, b),
     ``pending`` (those not marked done), ``store`` (:class:`ntkfast.store.Store`), ``estimate``
-    (:class:`ntkfast.memory.MemoryEstimate`), ``threads`` (0 = backend default), ``budget`` (bytes or None).
+    (:class:`ntkfast.memory.MemoryEstimate`), ``threads`` (0 = backend default), ``budget`` (bytes or None),
+    ``scales`` (None, or power-of-two row exponents (ex, ey) of X and Y rescaled into float's safe range; X
+    and Y are then the rescaled rows, and tiles are scaled back: see :func:`ntkfast.inputs.row_scales`).
     """
 
     def __init__(self, **kw):
@@ -175,9 +202,22 @@ class GramJob:
         sy = sx if self.symmetric else _core.self_data(prog, self.Y, self.device, self.threads)
         return sx, sy
 
+    @property
+    def complete(self):
+        """True when every tile is already done (a finished store opened again)."""
+        return not self.pending
+
     def run(self, progress=False):
-        """Compute and store every pending tile in this process; returns the number of tiles computed."""
+        """Compute and store every pending tile in this process; returns the number of tiles computed.
+
+        ``progress``: False, True or a label (str) for the bar. On KeyboardInterrupt with a resumable store, the
+        exception gets a note saying that finished tiles are kept and that the same call resumes.
+        """
         if not self.pending:
+            if progress:
+                print(f"{label_of(progress, 'gram')}: already complete ({len(self.tiles)} tiles"
+                      f"{' in ' + str(self.store.location) if self.store.location else ''}); nothing to compute",
+                      file=sys.stderr)
             return 0
         from . import _core
         prog = self.program()
@@ -186,55 +226,94 @@ class GramJob:
         # One session for all tiles: the CUDA backend uploads program, inputs and self data once.
         session = _core.GramSession(prog, self.X, self.Y, sx, None if self.symmetric else sy, self.device,
                                     self.threads)
-        bar = _progress_bar(self) if progress else None
+        bar = progress_bar(self, progress) if progress else None
         count = 0
         try:
             for (a, b), bounds in list(self.pending):
                 res = _compute_tile(prog, self.X, Yv, sx, sy, bounds, self.symmetric, self.names, self.device,
-                                    self.threads, session)
+                                    self.threads, self.scales, session)
                 self.store.write_tile(bounds, res, mirror=self.symmetric and a != b)
                 self.store.mark(a, b, bounds)
                 del res                       # one tile in flight: free it before the next is computed
                 count += 1
                 if bar is not None:
-                    bar.update(self.pairs_of(bounds, self.symmetric))
-                    bar.set_postfix_str(f"tiles {len(self.tiles) - len(self.pending) + count}/{len(self.tiles)}",
-                                        refresh=False)
+                    bar.tile_done(self.pairs_of(bounds, self.symmetric))
+        except KeyboardInterrupt as e:
+            if self.store.resumable and hasattr(e, "add_note"):
+                e.add_note(self.interrupt_note(count))
+            raise
         finally:
             if bar is not None:
                 bar.close()
         self.pending = []
         return count
 
+    def interrupt_note(self, finished_now=0):
+        """What an interrupted run leaves behind (for messages)."""
+        done = len(self.tiles) - len(self.pending) + finished_now
+        return (f"ntkfast: interrupted; the {done} of {len(self.tiles)} tiles finished are kept in "
+                f"{self.store.location}; the same call (or command) resumes from them")
+
+    def calibrate(self, target_s=0.25, max_side=None):
+        """Measured pairs/s of this job's program on a few of its own pairs (rectangular blocks of X against
+        Y, grown from 16x16 until one takes ``target_s`` seconds); the results are discarded."""
+        from . import _core
+        prog = self.program()
+        Yv = self.X if self.symmetric else self.Y
+        cap = min(self.n, self.m, max_side or self.tile)
+        side = min(16, cap)
+        while True:
+            xa, yb = self.X[:side], Yv[:side]
+            sx = _core.self_data(prog, xa, self.device, self.threads)
+            sy = _core.self_data(prog, yb, self.device, self.threads)
+            t1 = time.perf_counter()
+            _core.gram_tile(prog, xa, yb, sx, sy, False, "nngp" in self.names, "ntk" in self.names, self.device,
+                            self.threads)
+            dt = time.perf_counter() - t1
+            if dt >= target_s or side >= cap:
+                return side * side / max(dt, 1e-9), side * side
+            side = min(cap, side * 2 if dt < target_s / 8 else int(side * 1.5) + 1)
+
+    def estimate_seconds(self, target_s=0.25):
+        """(seconds, pairs/s, calibration pairs): the time the pending pairs will take at a calibrated rate."""
+        rate, cal = self.calibrate(target_s)
+        return self.pending_pairs / rate, rate, cal
+
     def result(self):
         return self.store.result(self.kind)
 
 
-def _progress_bar(job):
-    from tqdm.auto import tqdm
-    done = job.total_pairs - job.pending_pairs
-    bar = tqdm(total=job.total_pairs, initial=done, unit="pair", unit_scale=True, desc="gram", smoothing=0.1,
-               dynamic_ncols=True)
-    bar.set_postfix_str(f"tiles {len(job.tiles) - len(job.pending)}/{len(job.tiles)}")
-    return bar
+def progress_bar(job, progress=True):
+    """A :class:`ntkfast.progress.PairProgress` over the job's pairs, labelled by ``progress`` (a str) or
+    'gram'."""
+    return PairProgress(job.total_pairs, job.total_pairs - job.pending_pairs, len(job.tiles),
+                        len(job.tiles) - len(job.pending), desc=label_of(progress, "gram"))
 
 
-def _compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, device, threads, session=None):
+def _compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, device, threads, scales=None, session=None):
     """One tile's results {name: (i1-i0, j1-j0) array}; a diagonal tile of a symmetric Gram is symmetric.
-    With a ``_core.GramSession`` of these inputs the tile is computed against what the session holds."""
+
+    ``scales``: None, or (ex, ey) power-of-two exponents of the rows of X and Y (see
+    :func:`ntkfast.inputs.row_scales`): the kernels of rescaled rows are scaled back by 2^-(ex_i + ey_j).
+    ``session``: a ``_core.GramSession`` of these inputs, which computes the tile against what it holds."""
     from . import _core
     (i0, i1), (j0, j1) = bounds
     diag = symmetric and i0 == j0
     if session is not None:
         res = session.tile(i0, i1, j0, j1, "nngp" in names, "ntk" in names)
-        return {k: r for k, r in zip(("nngp", "ntk"), res) if r is not None and k in names}
-    res = _core.gram_tile(prog, X[i0:i1], Yv[j0:j1], sx[i0:i1], sy[j0:j1], diag, "nngp" in names, "ntk" in names,
-                          device, threads)
-    return {k: r for k, r in zip(("nngp", "ntk"), res) if r is not None and k in names}
+    else:
+        res = _core.gram_tile(prog, X[i0:i1], Yv[j0:j1], sx[i0:i1], sy[j0:j1], diag, "nngp" in names,
+                              "ntk" in names, device, threads)
+    res = {k: r for k, r in zip(("nngp", "ntk"), res) if r is not None and k in names}
+    if scales is not None:
+        ex, ey = scales
+        back = -(ex[i0:i1, None] + ey[None, j0:j1])
+        res = {k: np.ldexp(r, back.astype(np.int32)) for k, r in res.items()}
+    return res
 
 
 def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=None, out=None, threads=None,
-            memory_budget=None, progress=False, resolve=True):
+            memory_budget=None, progress=False, resolve=True, layout=None):
     """Check everything, choose the tile, open or create the output store and find the pending tiles.
 
     Same arguments as :func:`gram`; ``resolve=False`` keeps ``device`` as given (for tasks that resolve
@@ -242,19 +321,34 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
     Returns a :class:`GramJob`; ``job.run()`` computes it here, :mod:`ntkfast.distributed` on a Dask cluster.
     """
     from . import memory as M
-    from .store import open_store, fingerprint, FORMAT
+    from .store import open_store, fingerprint, FORMAT, StoreMismatchError, check_out_path
     check_kind(kind)
     dt = check_dtype(dtype)
     tile = _check_tile(tile)
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress must be True or False; got {progress!r}")
+    check_progress(progress)
+    layout = check_layout(layout)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
         raise ValueError(f"threads must be a positive int or None; got {threads!r}")
     budget = None if memory_budget is None else M.parse_bytes(memory_budget, "memory_budget")
-    X, Y, plan = check_inputs(arch, X, Y, dtype=dt)
+    X, Y, plan = check_inputs(arch, X, Y, dtype=dt, layout=layout)
     for name, a in (("X", X), ("Y", Y)):
         if a is not None and not np.isfinite(a).all():
-            raise ValueError(f"{name} overflows {dt.name}: values beyond its range became Inf")
+            hint = "; use dtype='float64'" if dt == np.float32 else ""
+            raise ValueError(f"{name} overflows {dt.name}: values beyond its range became Inf{hint}")
+    # magnitudes outside dtype's safe range: rescale rows exactly (homogeneous nets) or refuse
+    fp_x, fp_y = fingerprint(X), fingerprint(Y)
+    ex = row_scales(arch, X, dt, "X")
+    ey = None if Y is None else row_scales(arch, Y, dt, "Y")
+    scales = None
+    if ex is not None or ey is not None:
+        ex = np.zeros(len(X), np.int64) if ex is None else ex
+        X = np.ldexp(X, ex[(slice(None),) + (None,) * (X.ndim - 1)].astype(np.int32)).astype(dt, copy=False)
+        if Y is None:
+            scales = (ex, ex)
+        else:
+            ey = np.zeros(len(Y), np.int64) if ey is None else ey
+            Y = np.ldexp(Y, ey[(slice(None),) + (None,) * (Y.ndim - 1)].astype(np.int32)).astype(dt, copy=False)
+            scales = (ex, ey)
     if resolve:
         dev = resolve_device(device)
     elif device not in ("auto", "cpu", "cuda"):
@@ -267,6 +361,8 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
     n = len(X)
     m = n if sym else len(Y)
     names = ("nngp", "ntk") if kind is None else (kind,)
+    if isinstance(out, (str, os.PathLike)):
+        check_out_path(out, kind, "out")
     store, create = open_store(out, kind, (n, m), dt)
     meta = store.read_meta()
 
@@ -275,8 +371,7 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
     multiple = int(np.lcm(*chunks)) if chunks else 1
     stored_tile = meta.get("tile") if meta else None
     if tile is not None and stored_tile is not None and tile != stored_tile:
-        raise ValueError(f"tile={tile} differs from the tile {stored_tile} that the store {store.location!r} was "
-                         f"started with; pass tile=None or tile={stored_tile} to resume")
+        raise StoreMismatchError(store.location, [("tile", stored_tile, tile)])
     if tile is None and stored_tile is not None:
         tile = int(stored_tile)
     kinds, isz = len(names), dt.itemsize
@@ -306,26 +401,25 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
     new_meta = None
     if store.resumable or store.kind == "zarr":
         new_meta = {"format": FORMAT, "arch": repr(arch), "dtype": dt.name, "kinds": list(names), "shape": [n, m],
-                    "symmetric": sym, "tile": tile, "X": fingerprint(X), "Y": fingerprint(Y),
+                    "symmetric": sym, "tile": tile, "X": fp_x, "Y": fp_y,
                     "layout": "full matrix; symmetric: tiles with j0 >= i0 computed, lower triangle mirrored on write"}
         if meta is not None:
             diff = [k for k in _META_ORDER if meta.get(k) != new_meta[k]]
             if meta.get("format") != FORMAT:
                 diff.insert(0, "format")
             if diff:
-                what = "; ".join(f"{k}: stored {_short(k, meta.get(k))!r}, now {_short(k, new_meta.get(k))!r}"
-                                 for k in diff)
-                raise ValueError(f"out={store.location!r} was started with a different {', '.join(diff)}; refusing "
-                                 f"to resume ({what}). Remove the store or pass another out")
+                raise StoreMismatchError(store.location, [(k, meta.get(k), new_meta.get(k)) for k in diff])
     store = create(tile)
     if new_meta is not None and meta is None:
         store.write_meta(new_meta)
     all_tiles = [((i0 // tile, j0 // tile), ((i0, i1), (j0, j1))) for (i0, i1), (j0, j1) in tiles(n, m, tile, sym)]
+    if meta is not None:
+        store.migrate_markers()
     done = store.done() if meta is not None else set()
     pending = [t for t in all_tiles if t[0] not in done]
     return GramJob(arch=arch, kind=kind, X=X, Y=Y, n=n, m=m, names=names, dtype=dt, device=dev,
                    input_shape=input_shape, tile=tile, tiles=all_tiles, pending=pending, store=store,
-                   estimate=estimate, threads=int(threads or 0), budget=budget)
+                   estimate=estimate, threads=int(threads or 0), budget=budget, scales=scales)
 
 
 def _budget_message(budget, need, e, store_kind, tile):

@@ -11,12 +11,14 @@ import numpy as np
 
 from .arch import Arch
 
-__all__ = ["Kernels", "check_arch", "check_inputs", "check_kind", "check_dtype", "KINDS"]
+__all__ = ["Kernels", "check_arch", "check_inputs", "check_kind", "check_dtype", "check_layout", "to_nhwc",
+           "is_homogeneous", "safe_range", "row_scales", "KINDS", "LAYOUTS"]
 
 Kernels = namedtuple("Kernels", ["nngp", "ntk"])
 Kernels.__doc__ = """The two kernels of one architecture: ``nngp`` (NNGP / CKN, last-layer-only) and ``ntk``."""
 
 KINDS = (None, "nngp", "ntk")
+LAYOUTS = (None, "NHWC", "NCHW")
 
 
 def check_arch(arch):
@@ -54,13 +56,72 @@ def _as_array(a, name):
     return arr
 
 
-def check_inputs(arch, X, Y=None, *, dtype=np.float64):
+def check_layout(layout):
+    if layout is not None and not isinstance(layout, str):
+        raise TypeError(f"layout must be None, 'NHWC' or 'NCHW'; got {layout!r}")
+    if layout is not None and layout.upper() not in ("NHWC", "NCHW"):
+        raise ValueError(f"layout must be None, 'NHWC' or 'NCHW'; got {layout!r}")
+    return None if layout is None else layout.upper()
+
+
+def looks_channels_first(shape):
+    """True for a 4-d shape (N, A, B, C) that is most likely channels-first: A <= 4 'channels' in front of
+    two spatial-looking axes (B, C > 4), e.g. (N, 1, 28, 28) or (N, 3, 32, 32)."""
+    return len(shape) == 4 and shape[1] <= 4 and shape[2] > 4 and shape[3] > 4
+
+
+def to_nhwc(X, layout=None, name="X", option=None):
+    """Images as (N, H, W, C) from an array in ``layout``; ``X`` as given when it is not an image array.
+
+    layout : None (default: NHWC, checked: a shape that looks channels-first, such as (N, 1, 28, 28), raises
+        ValueError before any work; pass layout='NHWC' to take it as it is), 'NHWC', or 'NCHW' (moved to
+        NHWC with ``np.moveaxis(X, 1, -1)``).
+    (N, H, W) arrays are single-channel images in either layout: a channel axis of 1 is appended (with
+    layout None, a 3-d shape that looks like one (H, W, C) image without its batch axis, such as (28, 28, 1),
+    raises ValueError).
+    Other ranks are returned unchanged (the caller's rank check reports them).
+    option : None, or the command-line option that sets the layout (e.g. '--layout'): the messages then name
+        it instead of Python arguments.
+    """
+    layout = check_layout(layout)
+
+    def use(value):
+        return f"{option} {value}" if option else f"layout='{value}'"
+    shape = tuple(getattr(X, "shape", ()))
+    if len(shape) == 3:
+        if layout is None and shape[2] <= 4 < min(shape[0], shape[1]):
+            raise ValueError(
+                f"{name} has shape {shape}, which looks like one image (H, W, C) without the batch axis; ntkfast "
+                f"would read it as {shape[0]} single-channel images of {shape[1]}x{shape[2]}. "
+                + ("" if option else f"Pass {name}[None] for a batch of one image, or ")
+                + f"{'P' if option else 'p'}ass {use('NHWC')} if {shape[0]} images of {shape[1]}x{shape[2]} are "
+                f"what you mean")
+        return X[..., None]
+    if len(shape) != 4:
+        return X
+    if layout == "NCHW":
+        return np.moveaxis(X, 1, -1)
+    if layout is None and looks_channels_first(shape):
+        raise ValueError(
+            f"{name} has shape {shape}, which looks channels-first (NCHW: {shape[1]} channel(s) of "
+            f"{shape[2]}x{shape[3]}); ntkfast reads images as (N, H, W, C), so it would be read as "
+            f"{shape[1]}x{shape[2]} images with {shape[3]} channels. "
+            + ("Pass --layout NCHW" if option else f"Convert it with np.moveaxis({name}, 1, -1), or pass "
+                                                   "layout='NCHW'")
+            + f"; pass {use('NHWC')} if {shape[1]}x{shape[2]} images with {shape[3]} channels are what you mean")
+    return X
+
+
+def check_inputs(arch, X, Y=None, *, dtype=np.float64, layout=None):
     """Validate X (and Y) for ``arch``; return C-contiguous arrays of ``dtype`` and the checked plan.
 
-    Images: ``(N, H, W, C)`` for convolutional nets; vectors ``(N, D)`` for fully-connected nets.
-    Y must match X in every axis but the first. Empty inputs, NaN and Inf are refused.
+    Images: ``(N, H, W, C)`` for convolutional nets (``(N, H, W)``: one channel; ``layout`` as in
+    :func:`to_nhwc`: channels-first-looking shapes are refused unless a layout is given); vectors ``(N, D)``
+    for fully-connected nets. Y must match X in every axis but the first. Empty inputs, NaN and Inf are
+    refused.
     """
     check_arch(arch)
+    layout = check_layout(layout)
     out = []
     expect = "(N, H, W, C)" if arch.convolutional else "(N, D)"
     for name, a in (("X", X), ("Y", Y)):
@@ -68,9 +129,13 @@ def check_inputs(arch, X, Y=None, *, dtype=np.float64):
             out.append(None)
             continue
         arr = _as_array(a, name)
+        if arch.convolutional:
+            arr = to_nhwc(arr, layout, name)
         if arr.ndim != len(expect.split(",")):
-            raise ValueError(f"{name} must have shape {expect} for this {'convolutional' if arch.convolutional else 'fully-connected'} "
-                             f"arch; got shape {arr.shape}")
+            also = " or (N, H, W) for one channel" if arch.convolutional else ""
+            raise ValueError(f"{name} must have shape {expect}{also} for this "
+                             f"{'convolutional' if arch.convolutional else 'fully-connected'} arch; got shape "
+                             f"{arr.shape}")
         if arr.shape[0] == 0 or 0 in arr.shape:
             raise ValueError(f"{name} must be non-empty with shape {expect}; got shape {arr.shape}")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -83,3 +148,73 @@ def check_inputs(arch, X, Y=None, *, dtype=np.float64):
         raise ValueError(f"X and Y must agree in every axis but the first; got X {X.shape} and Y {Y.shape}")
     plan = arch.plan(X.shape[1:])
     return X, Y, plan
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Input magnitudes: the recursion squares S (about |x|^2) inside each ReLU, so it works with about |x|^4,
+# which leaves float32's normal range (2^-126 .. 2^128) for |x| beyond about 2^-32 .. 2^32 (measured: exact to
+# rounding from 2^-28 to 2^32, Inf at 3e9 = 2^31.5 with Gaussian images whose max is 3x their scale, 48 %
+# wrong at 2^-40). The safe range below keeps a factor 2^8 (2^32 on |x|^4) of margin for sums and weights.
+
+_SAFE_EXP = {np.dtype(np.float32): 24, np.dtype(np.float64): 224}      # safe: 2^-e <= max|x| <= 2^e
+_RESULT_EXP = {np.dtype(np.float32): 60, np.dtype(np.float64): 500}    # kernels ~ |x|^2 must not overflow
+
+
+def safe_range(dtype):
+    """(lo, hi): nonzero inputs whose largest |entry| lies in [lo, hi] are computed as given in ``dtype``."""
+    e = _SAFE_EXP[np.dtype(dtype)]
+    return 2.0 ** -e, 2.0 ** e
+
+
+def is_homogeneous(arch):
+    """True when both kernels of ``arch`` are positively homogeneous of degree 1 in each argument,
+    K(a x, b y) = a b K(x, y) for a, b > 0: every layer is linear without bias (Conv, Dense with b_std = 0),
+    a pooling, a readout, or a ReLU. Any other layer (or a bias) makes it False."""
+    from .arch import AvgPool, Conv, Dense, Flatten, GaussianPool, GlobalAvgPool, ReLU
+    for layer in check_arch(arch).layers:
+        if type(layer) in (Conv, Dense):
+            if layer.b_std != 0:
+                return False
+        elif type(layer) not in (ReLU, AvgPool, GaussianPool, GlobalAvgPool, Flatten):
+            return False
+    return True
+
+
+def row_scales(arch, A, dtype, name="X"):
+    """Power-of-two row scales that keep the recursion of ``arch`` in ``dtype``'s safe range, or None.
+
+    Returns None when every row's largest |entry| is 0 or within :func:`safe_range` (nothing to do). For a
+    homogeneous ``arch`` (:func:`is_homogeneous`) returns int exponents e (N,): row i is computed as
+    ``A[i] * 2**e[i]`` (largest |entry| in [1, 2)) and its kernels scaled back by ``2**-(e[i] + e[j])``, which
+    is exact in binary floating point (kernels of tiny rows may round to subnormals or 0, as they should).
+    Otherwise, and when the kernels themselves (about |x|^2) would overflow ``dtype``, raises ValueError
+    naming ``name``, its largest (or smallest) magnitude and the remedy.
+    """
+    dt = np.dtype(dtype)
+    amax = np.abs(A.reshape(len(A), -1)).max(axis=1).astype(np.float64)
+    lo, hi = safe_range(dt)
+    nz = amax > 0
+    if not np.any(nz & ((amax < lo) | (amax > hi))):
+        return None
+    big, small = float(amax.max()), float(amax[nz].min())
+    bound = 2.0 ** _RESULT_EXP[dt]
+    if is_homogeneous(arch) and big <= bound:
+        # tiny rows are fine: their kernels (about |x_i| |x_j|) may round to subnormals or 0, which is the
+        # correctly rounded answer; only kernels beyond the dtype's largest number cannot be represented
+        e = np.zeros(len(A), dtype=np.int64)
+        e[nz] = 1 - np.frexp(amax[nz])[1]          # frexp: amax = m 2^k with m in [0.5, 1): 2^(1-k) amax in [1, 2)
+        return e
+    other = "float32" if dt == np.float64 else "float64"
+    if is_homogeneous(arch):
+        why = (f"its kernels (about |x|^2) would leave {dt.name}'s range even though this net is homogeneous "
+               f"(computed at a rescaled magnitude and scaled back)")
+        fix = f"use dtype='{other}'" if dt == np.float32 else "rescale the inputs"
+        rng = f"[0, {bound:.1e}]"
+    else:
+        why = (f"this net is not homogeneous (it has biases), so its inputs cannot be rescaled exactly, and "
+               f"{dt.name} loses the kernel (the recursion works with about |x|^4)")
+        fix = "use dtype='float64'" if dt == np.float32 else "rescale the inputs"
+        rng = f"[{lo:.1e}, {hi:.1e}]"
+    which = f"up to {big:.3g}" if big > hi else f"as small as {small:.3g} (largest |entry| of a nonzero row)"
+    raise ValueError(f"{name} has magnitudes {which}, outside the range {rng} where {dt.name} is accurate: {why}; "
+                     f"{fix}")

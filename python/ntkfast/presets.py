@@ -25,7 +25,8 @@ def _depth(depth, name, minimum=1):
 
 def cntk(depth=5, readout="gap"):
     """Convolutional NTK of Arora et al.: depth x [Conv(3, SAME), ReLU], then GlobalAvgPool ('gap') or
-    Flatten ('flatten'), then Dense(). ``cntk(5, 'gap')`` is DESIGN's gap5, ``cntk(5, 'flatten')`` flat5."""
+    Flatten ('flatten'), then Dense(). ``cntk(5, 'gap')`` is the gap5 workload of docs/design.md (section 4),
+    ``cntk(5, 'flatten')`` flat5."""
     depth = _depth(depth, "cntk")
     if readout not in ("gap", "flatten"):
         raise ValueError(f"cntk: readout must be 'gap' or 'flatten'; got {readout!r}")

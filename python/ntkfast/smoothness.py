@@ -1,8 +1,8 @@
 """Smoothness of the kernel feature maps (Bietti & Mairal 2019, Props. 3-4).
 
-For nearby inputs x and y = x + delta |x| v (v a random unit direction), the NTK feature map satisfies only
-||Phi(x) - Phi(y)|| ~ ||x - y||^(1/2) (it is 1/2-Hölder, not Lipschitz: the ratio ||Phi(x) - Phi(y)|| /
-||x - y|| blows up like ||x - y||^(-1/2)), while the NNGP/CKN (arc-cosine-1) map is Lipschitz (the ratio
+For nearby inputs x and y = x + delta |x| v (v a random unit direction orthogonal to x), the NTK feature map
+satisfies only ||Phi(x) - Phi(y)|| ~ ||x - y||^(1/2) (it is 1/2-Hölder, not Lipschitz: the ratio
+||Phi(x) - Phi(y)|| / ||x - y|| blows up like ||x - y||^(-1/2)), while the NNGP/CKN (arc-cosine-1) map is Lipschitz (the ratio
 stays bounded). :func:`holder_curve` measures the relative feature distance over a range of relative input
 distances with :func:`ntkfast.gram`, :func:`fit_slope` fits the log-log slope.
 
@@ -19,15 +19,37 @@ import numpy as np
 
 from .inputs import Kernels
 
-__all__ = ["perturb", "holder_curve", "fit_slope", "HolderCurve", "smoothness_experiment", "smoothness_table",
-           "plot_smoothness", "DEFAULT_DELTAS", "register_cli"]
+__all__ = ["directions", "perturb", "holder_curve", "fit_slope", "HolderCurve", "smoothness_experiment",
+           "smoothness_table", "plot_smoothness", "DEFAULT_DELTAS", "register_cli"]
 
 DEFAULT_DELTAS = tuple(np.logspace(-6, -1, 11).tolist())
 
 
+def directions(x, n_dirs=2, seed=0):
+    """``n_dirs`` random unit directions orthogonal to x (shape of x): Gaussian vectors with their component
+    along x removed, normalized.
+
+    They come from a stream of their own (a child of ``numpy.random.SeedSequence(seed)``), independent of
+    ``numpy.random.default_rng(seed)``, which may have drawn x itself: were they drawn from the same stream
+    as x, the first one would be x's own direction (a radial perturbation, along which a homogeneous kernel's
+    feature map is exactly linear). Orthogonal directions measure the angular smoothness the paper's
+    Props. 3-4 are about (|y| = |x| sqrt(1 + delta^2), so the radius changes only to second order).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    u = x.ravel() / np.linalg.norm(x)
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    V = rng.standard_normal((n_dirs, u.size))
+    if u.size < 2:
+        raise ValueError(f"x must have at least 2 entries to have directions orthogonal to it; got shape {x.shape}")
+    V -= np.outer(V @ u, u)
+    V -= np.outer(V @ u, u)          # twice: removes the rounding left by the first projection
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    return V.reshape((n_dirs,) + x.shape)
+
+
 def perturb(x, deltas, n_dirs=2, seed=0):
     """Perturbed copies y = x + delta |x| v of one input x (any shape S), for each delta and each of
-    ``n_dirs`` random unit directions v (Gaussian, normalized; ``numpy.random.default_rng(seed)``).
+    ``n_dirs`` random unit directions v orthogonal to x (:func:`directions`, seeded by ``seed``).
     Returns float64 (len(deltas) * n_dirs,) + S, ordered delta-major."""
     x = np.asarray(x, dtype=np.float64)
     deltas = _deltas(deltas)
@@ -36,9 +58,7 @@ def perturb(x, deltas, n_dirs=2, seed=0):
     nx = np.linalg.norm(x)
     if not np.isfinite(nx) or nx == 0:
         raise ValueError("x must be finite and nonzero")
-    rng = np.random.default_rng(seed)
-    V = rng.standard_normal((n_dirs,) + x.shape)
-    V /= np.linalg.norm(V.reshape(n_dirs, -1), axis=1).reshape((n_dirs,) + (1,) * x.ndim)
+    V = directions(x, n_dirs, seed)
     return np.stack([x + d * nx * V[j] for d in deltas for j in range(n_dirs)])
 
 
@@ -61,15 +81,28 @@ class HolderCurve:
         return fit_slope(self.deltas, getattr(self.dist, kind), dmin=dmin, dmax=dmax)
 
 
-def holder_curve(x, *, arch, deltas=DEFAULT_DELTAS, n_dirs=2, seed=0, device="auto", dtype="float64", label=""):
+def holder_curve(x, *, arch, deltas=DEFAULT_DELTAS, n_dirs=2, seed=0, device="auto", dtype="float64", label="",
+                 progress=None):
     """Relative feature distances of ``arch``'s NNGP and NTK between x (one input: (H, W, C) image or (D,)
-    vector) and its perturbations (see :func:`perturb`). Returns a :class:`HolderCurve`."""
+    vector) and its perturbations (see :func:`perturb`). Returns a :class:`HolderCurve`.
+
+    ``progress``: None, or a callable ``progress(k)`` told each time k more deltas are done."""
     from .stability import relative_distances
     deltas = _deltas(deltas)
     x = np.asarray(x, dtype=np.float64)
     Y = perturb(x, deltas, n_dirs, seed)
-    d = relative_distances(x[None], Y, arch=arch, device=device, dtype=dtype)
-    return HolderCurve(label, deltas, Kernels(*(np.asarray(k)[0].reshape(len(deltas), n_dirs) for k in d)))
+    if progress is None:
+        d = relative_distances(x[None], Y, arch=arch, device=device, dtype=dtype)
+        dist = [np.asarray(k)[0] for k in d]
+    else:                      # a few deltas per call, so that a bar can move
+        step = max(1, len(deltas) // 4) * n_dirs
+        parts = []
+        for i in range(0, len(Y), step):
+            parts.append([np.asarray(k)[0] for k in relative_distances(x[None], Y[i:i + step], arch=arch,
+                                                                        device=device, dtype=dtype)])
+            progress(len(Y[i:i + step]) // n_dirs)
+        dist = [np.concatenate([p[j] for p in parts]) for j in range(2)]
+    return HolderCurve(label, deltas, Kernels(*(k.reshape(len(deltas), n_dirs) for k in dist)))
 
 
 def fit_slope(deltas, dist, dmin=None, dmax=None):
@@ -98,15 +131,19 @@ def _default_inputs(data=None, dim=32, seed=0):
 
 
 def smoothness_experiment(image, vector, *, conv_arch="bietti_mairal", fc_depth=2, deltas=DEFAULT_DELTAS,
-                          n_dirs=2, seed=0, device="auto", dtype="float64"):
+                          n_dirs=2, seed=0, device="auto", dtype="float64", progress=False):
     """Hölder curves for ``presets.fc(fc_depth)`` at ``vector`` (D,) and for the convolutional preset
     ``conv_arch`` (a name for :func:`ntkfast.presets.by_name`) at ``image`` (H, W, C). Returns a list of
-    two :class:`HolderCurve`."""
+    two :class:`HolderCurve`. ``progress``: show a bar over the deltas of both curves (stderr)."""
     from . import presets
-    curves = [holder_curve(vector, arch=presets.fc(fc_depth), deltas=deltas, n_dirs=n_dirs, seed=seed,
-                           device=device, dtype=dtype, label=f"fc{fc_depth}"),
-              holder_curve(image, arch=presets.by_name(conv_arch), deltas=deltas, n_dirs=n_dirs, seed=seed,
-                           device=device, dtype=dtype, label=conv_arch)]
+    from .progress import steps
+    deltas = _deltas(deltas)
+    with steps(2 * len(deltas), "smoothness", enabled=bool(progress)) as bar:
+        feed = bar.update if progress else None
+        curves = [holder_curve(vector, arch=presets.fc(fc_depth), deltas=deltas, n_dirs=n_dirs, seed=seed,
+                               device=device, dtype=dtype, label=f"fc{fc_depth}", progress=feed),
+                  holder_curve(image, arch=presets.by_name(conv_arch), deltas=deltas, n_dirs=n_dirs, seed=seed,
+                               device=device, dtype=dtype, label=conv_arch, progress=feed)]
     return curves
 
 
@@ -130,17 +167,23 @@ def plot_smoothness(curves, path, dmin=1e-5, dmax=1e-3, dpi=90):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 5.4))
+    slopes = []
     for i, c in enumerate(curves):
         for kind, mk, ls in (("nngp", "s", "--"), ("ntk", "o", "-")):
             m = getattr(c.dist, kind).mean(axis=1)
             s = c.slope(kind, dmin, dmax)
+            name = "NNGP" if c.label.startswith("fc") and kind == "nngp" else ("CKN" if kind == "nngp" else "NTK")
+            slopes.append(f"{c.label} {name} {s:.3f}")
             ax.loglog(c.deltas, m / c.deltas, mk + ls, ms=3.5, color=f"C{i}",
-                      label=f"{c.label} {'CKN/NNGP' if kind == 'nngp' else 'NTK'}: ratio ~ dx^{s - 1:+.2f}")
+                      label=f"{c.label} {name}: slope {s:.3f}, ratio ~ dx^{s - 1:+.3f}")
+    ax.axvspan(dmin, dmax, color="0.9", zorder=0, label=f"fit range {dmin:g} .. {dmax:g}")
     ax.set_xlabel("relative input distance ||x - y|| / ||x||")
     ax.set_ylabel("||Phi(x) - Phi(y)|| / ||Phi(x)||  over  ||x - y|| / ||x||")
-    ax.set_title("NTK maps are 1/2-Hölder, CKN/NNGP maps Lipschitz", fontsize=10)
-    ax.legend(fontsize=7)
+    half = (len(slopes) + 1) // 2
+    ax.set_title("measured log-log slopes of ||dPhi|| against ||dx||:\n" + ", ".join(slopes[:half]) + "\n"
+                 + ", ".join(slopes[half:]), fontsize=9)
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
@@ -166,13 +209,15 @@ def register_cli(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="default float64")
-    p.add_argument("--out", default="smoothness.png", help="PNG path of the plot (default smoothness.png)")
+    p.add_argument("--out", default="smoothness.png", help="PNG path of the plot (default smoothness.png); "
+                                                           "checked before any work")
+    p.add_argument("--progress", action="store_true", help="show a progress bar (on stderr)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args):
-    if not str(args.out).lower().endswith(".png"):
-        raise ValueError(f"--out must be a .png path; got {args.out!r}")
+    from .commands import check_out_option
+    check_out_option(args.out, None, "--out", (".png",), gram=False)
     try:
         lo, hi, n = args.deltas.split(",")
         deltas = np.logspace(np.log10(float(lo)), np.log10(float(hi)), int(n))
@@ -182,10 +227,11 @@ def _cli(args):
         raise ValueError(f"--dim must be >= 2; got {args.dim}")
     img, vec = _default_inputs(args.data, args.dim, args.seed)
     curves = smoothness_experiment(img, vec, conv_arch=args.arch, fc_depth=args.fc_depth, deltas=deltas,
-                                   n_dirs=args.n_dirs, seed=args.seed, device=args.device, dtype=args.dtype)
+                                   n_dirs=args.n_dirs, seed=args.seed, device=args.device, dtype=args.dtype,
+                                   progress=args.progress)
     print(f"ntkfast smoothness: fc{args.fc_depth} on a point of the sphere of radius sqrt({args.dim}), "
           f"{args.arch} on {args.data or 'digits'} image 0 (center_scale), dtype={args.dtype}, "
-          f"{args.n_dirs} directions per delta")
+          f"{args.n_dirs} directions orthogonal to x per delta")
     print(smoothness_table(curves, args.dmin, args.dmax))
     plot_smoothness(curves, args.out, args.dmin, args.dmax)
     print(f"plot written to {args.out}")

@@ -21,7 +21,7 @@ of an oscillating integral: the absolute error of mu_k is about ``eps * (sqrt(n)
 returned as ``floor`` by :func:`mercer_eigenvalues`; eigenvalues below it are rounding noise (for example
 the exact zeros of the NTK at odd k >= 3 come out at about 1e-18).
 
-The fully-connected kernels follow the layer rules of ``presets.fc(depth)`` (DESIGN section 1, Lemma 1 of
+The fully-connected kernels follow the layer rules of ``presets.fc(depth)`` (docs/design.md, section 1; Lemma 1 of
 the paper): for inputs with ``|x| = |y| = sqrt(D)`` (so ``<x, y>/D = t``) the NNGP and NTK of
 ``presets.fc(depth)`` are ``kernel('nngp', depth)(t)`` and ``kernel('ntk', depth)(t)``;
 ``kernel('ntk', 1)(t) = t kappa0(t) + kappa1(t)`` is the two-layer ReLU NTK of the paper.
@@ -375,8 +375,15 @@ def format_table(rows, p, kmin, kmax):
             f"[{kmin}, {kmax}]\n"
             f"{'kernel':<22} {'kappa(1)':>8} {'a (even k)':>10} {'a (odd k)':>10} {'theory':>7}  zeros (k >= 2)")
     lines = [head]
+
+    def expo(r, par):
+        a = r[f"a_{par}"]
+        if np.isfinite(a):
+            return f"{a:>10.3f}"
+        # no fit: these degrees vanish (parity zeros), or too few of them lie above the rounding floor
+        return f"{'all zero' if r['zeros'].startswith(f'all {par}') else '-':>10}"
     for r in rows:
-        lines.append(f"{r['kernel']:<22} {r['kappa(1)']:>8.3f} {r['a_even']:>10.3f} {r['a_odd']:>10.3f} "
+        lines.append(f"{r['kernel']:<22} {r['kappa(1)']:>8.3f} {expo(r, 'even')} {expo(r, 'odd')} "
                      f"{r['theory_a']:>7.1f}  {r['zeros']}")
     return "\n".join(lines)
 
@@ -425,7 +432,8 @@ def register_cli(sub):
     p.add_argument("--kmax", type=int, default=200, help="largest degree k (default 200)")
     p.add_argument("--kmin", type=int, default=None, help="smallest k in the decay fits (default kmax/10, >= 10)")
     p.add_argument("--depth", type=int, default=3, help="depth of the deeper fc NTK/NNGP shown (default 3)")
-    p.add_argument("--out", default="spectrum.png", help="PNG path of the plot (default spectrum.png)")
+    p.add_argument("--out", default="spectrum.png", help="PNG path of the plot (default spectrum.png); checked "
+                                                         "before any work")
     p.set_defaults(func=_cli)
 
 
@@ -433,8 +441,8 @@ def _cli(args):
     _int_arg(args.p, "--p", 2)
     _int_arg(args.kmax, "--kmax", 20)
     _int_arg(args.depth, "--depth", 1)
-    if not str(args.out).lower().endswith(".png"):
-        raise ValueError(f"--out must be a .png path; got {args.out!r}")
+    from .commands import check_out_option
+    check_out_option(args.out, None, "--out", (".png",), gram=False)
     kernels = [("kappa0", 1), ("kappa1", 1), ("ntk", 1)]
     if args.depth > 1:
         kernels += [("ntk", args.depth), ("nngp", args.depth)]

@@ -14,7 +14,7 @@ Transformations of images ``(N, H, W, C)`` (all seeded, all float64):
 Distances in feature space: ``||Phi(x) - Phi(x')|| / ||Phi(x)|| = sqrt(K(x,x) + K(x',x') - 2 K(x,x')) /
 sqrt(K(x,x))`` for the NNGP/CKN kernel and the NTK of an architecture, computed with :func:`ntkfast.gram`.
 The default dtype of these analyses is float64: the distances are differences of nearly equal kernel values,
-and float32 loses half its digits in the NTK where patches are nearly parallel (DESIGN section 3).
+and float32 loses half its digits in the NTK where patches are nearly parallel (docs/design.md, section 3).
 
 :func:`fig1` runs the Fig. 1 experiment: mean relative distance of reference digits to (a) their
 deformations, (b) deformations plus a translation, as functions of alpha, and to (c) digits of the same
@@ -278,7 +278,7 @@ class Fig1Result:
 
 def fig1(X, labels, *, arch=None, alphas=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), n_ref=3, n_deform=5,
          n_compare=100, method="warp", smoothness=4.0, max_shift=2, normalize="center_scale", seed=0,
-         device="auto", dtype="float64"):
+         device="auto", dtype="float64", progress=False):
     """Bietti & Mairal's Fig. 1 on images X (N, H, W, C) with integer labels (N,).
 
     ``n_ref`` reference digits and ``n_compare`` comparison digits are drawn without replacement (seeded);
@@ -289,7 +289,7 @@ def fig1(X, labels, *, arch=None, alphas=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), n_
     use the comparison digits that share the reference's label (at least one is required), any-label
     distances all of them. ``arch`` defaults to ``presets.bietti_mairal()`` (28 x 28 inputs).
     Returns a :class:`Fig1Result`. Cost: n_ref * (2 len(alphas) n_deform) + n_compare + n_ref
-    self kernels plus as many cross pairs.
+    self kernels plus as many cross pairs. ``progress``: show a bar over these kernel evaluations (stderr).
     """
     from . import presets
     arch = presets.bietti_mairal() if arch is None else arch
@@ -326,11 +326,17 @@ def fig1(X, labels, *, arch=None, alphas=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), n_
             raise ValueError(f"no comparison digit has label {labels[r]} of reference {r}: raise n_compare")
     refs, cmps = X[ref_idx], prep(X[cmp_idx])
     kw = dict(arch=arch, device=device, dtype=dtype)
-    s_ref = self_kernels(prep(refs), **kw)
-    s_cmp = self_kernels(cmps, **kw)
-    d_cmp = relative_distances(prep(refs), cmps, self_x=s_ref, self_y=s_cmp, **kw)
-
     A = len(alphas)
+    from .progress import steps
+    bar = steps(n_ref + n_compare + n_ref * n_compare + n_ref * 4 * A * n_deform, "stability", enabled=progress,
+                unit="kernel")
+    s_ref = self_kernels(prep(refs), **kw)
+    bar.update(n_ref)
+    s_cmp = self_kernels(cmps, **kw)
+    bar.update(n_compare)
+    d_cmp = relative_distances(prep(refs), cmps, self_x=s_ref, self_y=s_cmp, **kw)
+    bar.update(n_ref * n_compare)
+
     dd = np.zeros((2, n_ref, A, n_deform))
     ds = np.zeros((2, n_ref, A, n_deform))
     for r in range(n_ref):
@@ -349,6 +355,8 @@ def fig1(X, labels, *, arch=None, alphas=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), n_
             v = np.asarray(d[j])[0]
             dd[j, r] = v[:A * n_deform].reshape(A, n_deform)
             ds[j, r] = v[A * n_deform:].reshape(A, n_deform)
+        bar.update(4 * A * n_deform)
+    bar.close()
     same = [np.stack([np.asarray(d_cmp[j])[r, labels[cmp_idx] == labels[ref_idx[r]]] for j in range(2)])
             for r in range(n_ref)]
     any_ = np.stack([np.asarray(d_cmp[j]) for j in range(2)])
@@ -445,15 +453,17 @@ def register_cli(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="default float64")
-    p.add_argument("--out", default="stability.png", help="PNG path of the plot (default stability.png)")
+    p.add_argument("--out", default="stability.png", help="PNG path of the plot (default stability.png); checked "
+                                                          "before any work")
+    p.add_argument("--progress", action="store_true", help="show a progress bar (on stderr)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args):
     import time
     from . import data as D, presets
-    if not str(args.out).lower().endswith(".png"):
-        raise ValueError(f"--out must be a .png path; got {args.out!r}")
+    from .commands import check_out_option
+    check_out_option(args.out, None, "--out", (".png",), gram=False)
     try:
         alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
     except ValueError:
@@ -470,7 +480,7 @@ def _cli(args):
     res = fig1(X, y, arch=arch, alphas=alphas, n_ref=args.n_ref, n_deform=args.n_deform,
                n_compare=args.n_compare, method=args.method, smoothness=args.smoothness,
                max_shift=args.max_shift, normalize=args.normalize, seed=args.seed, device=args.device,
-               dtype=args.dtype)
+               dtype=args.dtype, progress=args.progress)
     dt = time.perf_counter() - t0
     src = args.data or D.DEFAULT_NAME
     print(f"ntkfast stability: arch={args.arch} data={src}{note} method={args.method} "

@@ -10,9 +10,12 @@ Resumable stores (a zarr store on a local or shared filesystem, or a .npy memmap
   ``nngp`` and/or ``ntk``) or of each given array; memmap: a sidecar ``<file>.ntkfast.json``.
   Fields: format, arch (its repr), dtype, kinds, shape, symmetric, tile, fingerprint of X and Y (BLAKE2b
   of their bytes in ``dtype``, with their shapes).
-- one marker file per finished tile, in ``ntkfast_done/`` inside the zarr group (or inside the first
-  array's directory) or in ``<file>.ntkfast.done/`` beside a memmap, named ``<a>_<b>`` for tile row a and
-  tile column b. A marker is written (to a temporary name, then renamed: atomic on POSIX) only after the
+- one marker file per finished tile, in ``ntkfast_done/`` inside the directory of the store's first array
+  (``<store>.zarr/nngp/ntkfast_done/``, or ``ntk/`` for an NTK-only store; zarr lists only the members of a
+  group, so it does not see them) or in ``<file>.ntkfast.done/`` beside a memmap, named ``<a>_<b>`` for tile
+  row a and tile column b. Older stores kept the markers in ``ntkfast_done/`` at the group's top level (where
+  ``zarr`` warns about an unknown object): they are read there and moved into place when the store is
+  resumed. A marker is written (to a temporary name, then renamed: atomic on POSIX) only after the
   tile's data has been written (zarr chunk files are themselves written atomically) and, for a memmap,
   flushed. A tile is either written and marked, or recomputed.
 
@@ -29,10 +32,155 @@ import numpy as np
 
 from .inputs import Kernels
 
-__all__ = ["Store", "open_store", "fingerprint", "FORMAT"]
+__all__ = ["Store", "open_store", "fingerprint", "check_out_path", "StoreMismatchError", "arch_label", "FORMAT"]
 
 FORMAT = 1
 _DONE = "ntkfast_done"
+
+
+def arch_label(text):
+    """A short name for an arch's repr: the preset's name ('gap5', 'bietti_mairal', ...) when it is one, else
+    'a custom net of L layers (Conv, ReLU, ...)'."""
+    if not isinstance(text, str):
+        return repr(text)
+    from . import presets
+    for name in _preset_names():
+        try:
+            if repr(presets.by_name(name)) == text:
+                return name
+        except (ValueError, TypeError):
+            continue
+    if not text.startswith("serial("):
+        return text[:60]
+    layers = [layer.split("(")[0] for layer in _layers_of(text)]
+    return f"a custom net of {len(layers)} layers ({', '.join(dict.fromkeys(layers))})"
+
+
+def _preset_names():
+    yield "bietti_mairal"
+    for d in (5, 7, 10):
+        yield f"myrtle{d}"
+    for d in range(1, 21):
+        yield f"gap{d}"
+        yield f"flat{d}"
+        yield f"fc{d}"
+
+
+_FIELD_WORDS = {"arch": "architecture", "dtype": "dtype", "kinds": "kernels", "shape": "Gram shape",
+                "symmetric": "symmetry (X alone or X against Y)", "X": "inputs X", "Y": "inputs Y", "tile": "tile",
+                "format": "store format"}
+
+
+class StoreMismatchError(ValueError):
+    """An existing store was started with other arguments than this call's; resuming it is refused.
+
+    ``location``: the store; ``fields``: [(name, stored, now)] for each of arch, dtype, kinds, shape,
+    symmetric, X, Y, tile, format that differ. ``str(e)`` speaks Python (argument names); :meth:`for_cli`
+    speaks in command-line options.
+    """
+
+    def __init__(self, location, fields):
+        self.location, self.fields = location, list(fields)
+        super().__init__(self._text(cli=False))
+
+    def _what(self):
+        parts = []
+        for k, old, new in self.fields:
+            if k == "arch":
+                a, b = arch_label(old), arch_label(new)
+                where = ""
+                if a == b:                    # two custom nets alike in outline: show the first layer that differs
+                    i, a, b = _first_difference(old, new)
+                    where = f" (layer {i})"
+                parts.append(f"architecture{where}: stored {a}, now {b}")
+            elif k in ("X", "Y"):
+                parts.append(f"inputs {k}: stored {_fp_words(old)}, now {_fp_words(new)}")
+            else:
+                parts.append(f"{_FIELD_WORDS.get(k, k)}: stored {old!r}, now {new!r}")
+        return "; ".join(parts)
+
+    def _text(self, cli, option="--out"):
+        arg = (lambda name, v: f"--{name} {v}") if cli else (lambda name, v: f"{name}={v!r}")
+        out = f"{option} {self.location!r}" if cli else f"out={self.location!r}"
+        names = [k for k, _, _ in self.fields]
+        if names == ["tile"]:
+            stored, now = self.fields[0][1], self.fields[0][2]
+            how = (f"leave out --tile or pass --tile {stored} to resume" if cli else
+                   f"pass tile=None or tile={stored} to resume")
+            return f"{arg('tile', now)} differs from the tile {stored} that {out} was started with; {how}"
+        hint = (f"Remove it (rm -r {self.location}) or pass another {option} to start afresh" if cli else
+                "Remove the store or pass another out")
+        return f"{out} was started with other arguments ({self._what()}); refusing to resume it. {hint}"
+
+    def for_cli(self, option="--out"):
+        """The same refusal in command-line terms (options, shell commands)."""
+        return self._text(cli=True, option=option)
+
+
+def _layers_of(text):
+    """Top-level layer reprs of an arch repr 'serial(A(...), B(...))'."""
+    inner = text[len("serial("):-1] if isinstance(text, str) and text.startswith("serial(") else str(text)
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(inner):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            out.append(inner[start:i].strip())
+            start = i + 1
+    out.append(inner[start:].strip())
+    return [x for x in out if x]
+
+
+def _first_difference(old, new):
+    a, b = _layers_of(old), _layers_of(new)
+    for i in range(max(len(a), len(b))):
+        la = a[i] if i < len(a) else "nothing"
+        lb = b[i] if i < len(b) else "nothing"
+        if la != lb:
+            return i, la, lb
+    return "?", str(old)[:80], str(new)[:80]
+
+
+def _fp_words(fp):
+    if not isinstance(fp, str):
+        return "none" if fp is None else repr(fp)
+    shape, dtype, digest = (fp.split(":") + ["", "", ""])[:3]
+    return f"{shape.replace('x', ' x ')} {dtype} (hash {digest[:8]})"
+
+
+def check_out_path(out, kind, name="out"):
+    """Check an output path before any work: its extension (.zarr, .npy with one ``kind``, .npz), that its
+    folder exists and is writable, and that an existing path can be resumed or replaced. Returns the path.
+
+    Raises ValueError (or FileNotFoundError for a missing folder) naming ``name``.
+    """
+    path = os.fspath(out)
+    name = f"{name} {path!r}" if name.startswith("--") else f"{name}={path!r}"
+    if not path.endswith((".zarr", ".npy", ".npz")):
+        raise ValueError(f"{name}: expected a path ending in .zarr (a resumable zarr store), .npy (one kernel, a "
+                         "resumable memmap) or .npz (written at the end)")
+    if path.endswith(".npy") and kind is None:
+        raise ValueError(f"{name}: a .npy file holds one kernel; pass kind='nngp' or 'ntk', or use a "
+                         "path ending in .zarr (or .npz) for both")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{name}: the folder {folder!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{name}: the folder {folder!r} is not writable")
+    if os.path.exists(path):
+        if path.endswith(".npz"):
+            if os.path.isdir(path) or not os.access(path, os.W_OK):
+                raise ValueError(f"{name} exists and cannot be overwritten")
+        elif path.endswith(".npy"):
+            if not os.path.exists(path + ".ntkfast.json"):
+                raise ValueError(f"{name} exists and is not an ntkfast Gram store (no sidecar "
+                                 f"{path + '.ntkfast.json'!r}); remove it or pass another path")
+        else:
+            if not os.path.isdir(path) or not os.path.exists(os.path.join(path, "zarr.json")):
+                raise ValueError(f"{name} exists and is not a zarr store; remove it or pass another path")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise ValueError(f"{name} exists and is not writable")
+    return path
 
 
 def fingerprint(a):
@@ -78,13 +226,14 @@ class Store:
     """
 
     def __init__(self, kind, names, arrays=None, paths=None, meta_path=None, done_dir=None, zarr_meta=None,
-                 location=None, group=None):
+                 location=None, group=None, legacy_done_dir=None):
         self.kind, self.names = kind, tuple(names)
         self._arrays = arrays            # name -> array (array / zarr); memmaps are opened lazily
         self._paths = paths              # name -> .npy path (memmap)
         self._meta_path = meta_path      # memmap sidecar
         self._zarr_meta = zarr_meta      # zarr objects whose attrs hold the metadata
         self.done_dir = done_dir
+        self.legacy_done_dir = legacy_done_dir   # markers of older stores (group top level)
         self.location = location
         self._group = group
         self.resumable = done_dir is not None
@@ -130,14 +279,34 @@ class Store:
     # tiles ----------------------------------------------------------------------------------------------
     def done(self):
         """Set of (a, b) tile-grid indices whose markers exist."""
-        if not self.resumable or not os.path.isdir(self.done_dir):
+        if not self.resumable:
             return set()
         out = set()
-        for name in os.listdir(self.done_dir):
-            parts = name.split("_")
-            if len(parts) == 2 and all(p.isdigit() for p in parts):
-                out.add((int(parts[0]), int(parts[1])))
+        for d in (self.done_dir, self.legacy_done_dir):
+            if d is None or not os.path.isdir(d):
+                continue
+            for name in os.listdir(d):
+                parts = name.split("_")
+                if len(parts) == 2 and all(p.isdigit() for p in parts):
+                    out.add((int(parts[0]), int(parts[1])))
         return out
+
+    def migrate_markers(self):
+        """Move the markers of an older store from the group's top level (where zarr warns about
+        them) into the first array's directory; each move is an atomic rename. Returns the number moved."""
+        old = self.legacy_done_dir
+        if not self.resumable or old is None or not os.path.isdir(old):
+            return 0
+        os.makedirs(self.done_dir, exist_ok=True)
+        moved = 0
+        for name in os.listdir(old):
+            os.replace(os.path.join(old, name), os.path.join(self.done_dir, name))
+            moved += 1
+        try:
+            os.rmdir(old)
+        except OSError:
+            pass
+        return moved
 
     def write_tile(self, bounds, results, mirror):
         """Write one tile's results ({name: (i1-i0, j1-j0) array}) and, with ``mirror``, its transpose."""
@@ -250,6 +419,13 @@ def _import_zarr(what):
     return zarr
 
 
+def _done_dirs(group_dir, names):
+    """(marker folder inside the first array's directory, legacy folder at the group's top level)."""
+    if group_dir is None:
+        return None, None
+    return os.path.join(group_dir, names[0], _DONE), os.path.join(group_dir, _DONE)
+
+
 def _zarr_path_store(path, names, shape, dt):
     zarr = _import_zarr(f"out={path!r}")
     if os.path.exists(path):
@@ -266,14 +442,14 @@ def _zarr_path_store(path, names, shape, dt):
     def create(tile):
         g = zarr.open_group(path, mode="a")
         return _zarr_group_store(g, names, shape, dt, location=path)[0]._create(tile)
-    st = Store("zarr", names, arrays=None, zarr_meta=None, done_dir=os.path.join(path, _DONE), location=path)
+    st = Store("zarr", names, arrays=None, zarr_meta=None, done_dir=_done_dirs(path, names)[0], location=path)
     return st, create
 
 
 def _zarr_group_store(g, names, shape, dt, location):
-    d = _local_dir(g)
+    done_dir, legacy = _done_dirs(_local_dir(g), names)
     st = Store("zarr", names, arrays={k: g[k] for k in names if k in g}, zarr_meta=[g],
-               done_dir=None if d is None else os.path.join(d, _DONE), location=location, group=g)
+               done_dir=done_dir, legacy_done_dir=legacy, location=location, group=g)
     st._shape, st._dtype = tuple(shape), dt
 
     def create(tile):

@@ -874,16 +874,19 @@ def format_table(rows, threshold):
     return "\n".join(lines)
 
 
-def plot_study(study, path, threshold=0.1):
-    """PNG of test error vs n: one panel per (target, model), one line per d."""
+def plot_study(study, path, threshold=0.1, dpi=100):
+    """PNG of test error vs n: one panel per (target, model) (rows: targets, columns: models; panels of
+    models not run on a target are left out), one line per d; one legend for the figure (the dimensions and
+    the threshold that defines n*), shared axes."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     targets = [tuple(t) for t in study.config["targets"]]
     models = study.config["models"]
     dims = study.config["dims"]
-    fig, axes = plt.subplots(len(targets), len(models), figsize=(2.6 * len(models), 2.3 * len(targets)),
-                             squeeze=False, sharey=True)
+    nr, nc = len(targets), len(models)
+    fig, axes = plt.subplots(nr, nc, figsize=(3.1 * nc, 2.5 * nr + 0.9), squeeze=False, sharey=True, sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (p, r) in enumerate(targets):
         for j, mdl in enumerate(models):
@@ -895,19 +898,22 @@ def plot_study(study, path, threshold=0.1):
                 cur = sorted((x["n"], x["error"]) for x in study.records
                              if (x["p"], x["r"], x["model"], x["d"]) == (p, r, mdl, d))
                 if cur:
-                    ax.loglog([c[0] for c in cur], [max(c[1], 1e-4) for c in cur], "o-", ms=3,
-                              color=colors[k % len(colors)], label=f"d={d}")
-            ax.axhline(threshold, color="gray", lw=0.8, ls="--")
-            ax.set_title(f"{mdl}, p={p}, r={r}", fontsize=8)
-            ax.tick_params(labelsize=7)
-            if i == len(targets) - 1:
-                ax.set_xlabel("n", fontsize=8)
-            if j == 0:
-                ax.set_ylabel("test MSE", fontsize=8)
-            if mdl == "ntk" or (j == 0 and i == 0):
-                ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+                    ax.loglog([c[0] for c in cur], [max(c[1], 1e-4) for c in cur], "o-", ms=3.5, lw=1.5,
+                              color=colors[k % len(colors)])
+            ax.axhline(threshold, color="0.35", lw=1.0, ls="--")
+            ax.set_title(f"{mdl}   (p={p}, r={r})", fontsize=10)
+            ax.tick_params(labelsize=8.5, labelbottom=True, labelleft=True)
+            ax.grid(alpha=0.25, which="major")
+            ax.set_xlabel("training samples n", fontsize=9)
+            if j == 0 or not axes[i][j - 1].get_visible():
+                ax.set_ylabel("test MSE (target var. 1)", fontsize=9)
+    handles = [Line2D([], [], color=colors[k % len(colors)], marker="o", ms=4, lw=1.5, label=f"d = {d}")
+               for k, d in enumerate(dims)]
+    handles.append(Line2D([], [], color="0.35", lw=1.0, ls="--", label=f"test MSE = {threshold:g} (defines n*)"))
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=10, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
@@ -933,7 +939,8 @@ def register_cli(sub):
                     "--json saves every fit as it finishes so that --load can merge partial runs).")
     p.add_argument("--full", action="store_true", help="the full study (defaults: " + ", ".join(
         f"{k}={v}" for k, v in _FULL.items()) + ")")
-    p.add_argument("--out", default="taylor.png", help="PNG plot path (default taylor.png)")
+    p.add_argument("--out", default="taylor.png", help="PNG plot path (default taylor.png); checked before any "
+                                                       "work")
     p.add_argument("--json", default=None, help="also write the records and the table to this JSON file")
     p.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(MODELS))
     p.add_argument("--dims", default=None, help="comma-separated dimensions d (quick: 8,16)")
@@ -988,8 +995,11 @@ def _load(paths):
 
 
 def _cli(args):
-    import json
+    from .commands import check_out_option
     threshold = _float("--threshold", args.threshold, 0.0, strict=True)
+    check_out_option(args.out, None, "--out", (".png",), gram=False)
+    if args.json:
+        check_out_option(args.json, None, "--json", None, gram=False)
     if args.load:
         t0 = time.perf_counter()
         study = _load(args.load)
