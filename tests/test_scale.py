@@ -191,7 +191,9 @@ def test_memory_budget_is_honoured(digits, tmp_path):
     assert job.tile < 600 and job.estimate.total <= budget
     t = job.tile
     # the next larger tile would not fit: the budget sets the tile
-    assert job.estimate.total - job.estimate.per_tile + 2 * 4 * (t + 1) ** 2 + 8 * (t + 1) ** 2 + 12 * (t + 1) ** 2 > budget
+    from ntkfast.memory import tile_bytes
+    prog = job.program()
+    assert job.estimate.total - job.estimate.per_tile + tile_bytes(t + 1, 2, 4, "zarr", prog) > budget
     ref = nf.gram(X, arch=arch)
     # Measured in a fresh interpreter: tracemalloc counts every thread, and threads left by earlier tests
     # (Dask clusters, zarr's I/O pool) would be charged to this run; a warm-up run does the lazy imports.
@@ -206,14 +208,14 @@ def test_memory_budget_is_honoured(digits, tmp_path):
         job.run()
         peak = tracemalloc.get_traced_memory()[1]
         e = job.estimate
-        print(json.dumps(dict(peak=peak, tile=job.tile, python_side=e.total - e.threads * e.per_thread
-                                                                     - 8 * job.tile ** 2)))
+        cpp = e.threads * e.per_thread + job.program().cpu_tile_bytes(4, job.tile, job.tile)
+        print(json.dumps(dict(peak=peak, tile=job.tile, python_side=e.total - cpp)))
     """)
     np.save(tmp_path / "x.npy", X)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout.strip().splitlines()[-1])
-    peak, python_side = m["peak"], m["python_side"]   # the C++ workspace and pair list are untraced
+    peak, python_side = m["peak"], m["python_side"]   # the C++ workspace and packed tile are untraced
     print("tracemalloc peak", peak, "model (python side)", python_side, "budget", budget, "tile", t)
     assert m["tile"] == t
     assert peak <= python_side <= budget, (peak, python_side, budget)
