@@ -37,9 +37,10 @@ eigenvalue, the decay factor and its integral
 where ``K_..`` are NNGP blocks (the kernel of the network at initialization) and ``Theta_..`` blocks of the
 training kernel (x: train, t: test). At ``t = inf`` these are the GP-inference formulas of
 :func:`gp_inference`: mean ``Theta_tx (Theta + r I)^-1 Y``, and the covariances above with
-``G = (Theta + r I)^-1``. Conventions where neural-tangents leaves a 0/0: ``g(0, t) = eta t / s`` for finite
-t, and at ``t = inf`` an eigenvalue 0 is dropped (``g = 0``, the pseudo-inverse; such a mode is also never
-fitted on the train set).
+``G = (Theta + r I)^-1``. Conventions where neural-tangents leaves a 0/0 or amplifies rounding:
+``g(0, t) = eta t / s`` for finite t, and at ``t = inf`` an eigenvalue at or below the rounding level
+``N eps max|Theta|`` of the Gram is dropped (``g = 0``, ``e = 1``: the pseudo-inverse; the mode is not
+fitted on the train set either), with an :class:`ntkfast.krr.IllConditionedWarning`.
 
 Stability of discrete steps: ``(1 - eta lam / s)^t`` decays for every mode only if ``eta < 2 s / lam_max``
 (neural-tangents' ``predict.max_learning_rate``); a larger learning rate is refused for ``discrete=True``.
@@ -323,19 +324,31 @@ class GradientFlow:
             om = xp.where(small, om_small, 1.0 - e_big)
             e = xp.where(inf, 0.0, e)
             om = xp.where(inf, 1.0, om)
-        # lam = 0: never fitted (e = 1), g = eta t / s (finite t) or dropped (t = inf, the pseudo-inverse)
+        # lam = 0: never fitted (e = 1) and g = eta t / s at finite t
         e = xp.where(pos, e, 1.0)
         om = xp.where(pos, om, 0.0)
-        g = xp.where(pos, om / xp.where(pos, lam, 1.0),
-                     xp.where(inf, 0.0, fin_t * (self.learning_rate / self.size)))
+        g = xp.where(pos, om / xp.where(pos, lam, 1.0), fin_t * (self.learning_rate / self.size))
+        # t = inf: eigenvalues at the Gram's rounding level are dropped (the pseudo-inverse)
+        keep = lam > self._eig.tolerance
+        e = xp.where(inf, xp.where(keep, 0.0, 1.0), e)
+        om = xp.where(inf, 1.0 - e, om)
+        g = xp.where(inf, xp.where(keep, 1.0 / xp.where(keep, lam, 1.0), 0.0), g)
         return e, om, g
 
     def _times(self, t):
         tt, scalar = _times(t, self.discrete)
         if np.isinf(tt).any():
             lam = self.eigenvalues
+            tol = self._eig.tolerance
             wmin, wmax = float(lam[0]), float(lam[-1])
-            if wmin > 0 and wmax / wmin * self._eig.eps > 1:
+            dropped = int(self.xp.count_nonzero(lam <= tol))
+            if dropped:
+                warnings.warn(
+                    f"t = inf: {dropped} eigenvalue(s) of {self._name} + {self.diag_reg_absolute:.3g} I are at or "
+                    f"below its rounding level {tol:.3g} (largest {wmax:.3g}) and are dropped (pseudo-inverse); "
+                    f"their modes are not fitted. Use diag_reg > 0 or a finite t",
+                    IllConditionedWarning, stacklevel=3)
+            elif wmax / wmin * self._eig.eps > 1:
                 warnings.warn(
                     f"t = inf solves with {self._name} + {self.diag_reg_absolute:.3g} I, whose condition number "
                     f"{wmax / wmin:.3g} exceeds 1/eps = {1 / self._eig.eps:.3g} of this {self._eig.dtype} Gram: "
@@ -588,8 +601,9 @@ def gp_inference(k_train_train, y_train, k_test_train=None, k_test_test=None, *,
     :class:`Gaussian`: mean float64 (M,) or (M, K); covariance float64 (M, M) or None. numpy arrays (cupy
     when the train Gram was cupy).
 
-    A zero eigenvalue of ``H`` (only possible with ``diag_reg=0``) is dropped (pseudo-inverse); a condition
-    number beyond 1/eps of the Gram's dtype gives an :class:`ntkfast.krr.IllConditionedWarning`. To reuse
+    An eigenvalue of ``H`` at the Gram's rounding level (only possible with a tiny ``diag_reg``) is dropped
+    (pseudo-inverse); that, or a condition number beyond 1/eps of the Gram's dtype, gives an
+    :class:`ntkfast.krr.IllConditionedWarning`. To reuse
     the factorization for several test sets use ``GradientFlow(...).predict(numpy.inf, ...)``.
     """
     _kind(kind, ("nngp", "ntk", "ntkgp"))
