@@ -489,13 +489,17 @@ def format_finite_width_table(res):
 # MNIST: accuracy against training time
 
 
-def mnist_study(data, n_train=300, n_test=200, *, n_times=60, dtype="float64", device="cpu", progress=None):
+def mnist_study(data, n_train=200, n_test=100, *, n_times=60, dtype="float32", device="cpu", gram_cache=None,
+                progress=None):
     """Test accuracy of the trained ensemble's mean against training time, for the NTK and the CKN/NNGP of
     ``presets.bietti_mairal()`` on MNIST (train: the first ``n_train`` images of ``data``'s t10k file, test:
     the last ``n_test``; per-image centering and scaling; one-hot targets; loss normalized by 10 n_train).
 
-    Returns a dict: config, times (n_times,) (plus inf at the end), and per kind ('ntk', 'nngp'):
-    accuracy (n_times + 1,), train_loss, test_loss, gram_seconds."""
+    gram_cache : optional path of an .npz file: the Grams are read from it when it holds this split and
+    dtype, else computed and written there (to re-run the dynamics without the Gram time).
+
+    Returns a dict: config, times (n_times,) (plus inf at the end), gram_seconds (None when read from the
+    cache), and per kind ('ntk', 'nngp'): accuracy (n_times + 1,), train_loss, test_loss, eigenvalue range."""
     from . import data as D
     from . import gram, presets
     from .krr import one_hot, prepare_images
@@ -510,12 +514,27 @@ def mnist_study(data, n_train=300, n_test=200, *, n_times=60, dtype="float64", d
     Xtr, Xte = prepare_images(Xtr, Xte, arch)
     Ytr, classes = one_hot(ytr, np.arange(10))
     Yte, _ = one_hot(yte, np.arange(10))
-    t0 = time.perf_counter()
-    k = gram(Xtr, arch=arch, dtype=dtype, device=device)
-    kt = gram(Xte, Xtr, arch=arch, dtype=dtype, device=device)
-    secs = time.perf_counter() - t0
-    pairs = n_train * (n_train + 1) // 2 + n_train * n_test
-    log(f"  MNIST Grams (NNGP+NTK, {dtype}): {n_train} train, {n_test} test, {pairs:,} pairs in {secs:.1f} s")
+    from .inputs import Kernels
+    key = np.array([n_train, n_test, 64 if dtype == "float64" else 32])
+    cached = None
+    if gram_cache is not None:
+        import os
+        if os.path.isfile(gram_cache):
+            z = np.load(gram_cache)
+            if "key" in z and np.array_equal(z["key"], key):
+                cached = z
+    if cached is not None:
+        k, kt, secs = Kernels(cached["nngp"], cached["ntk"]), Kernels(cached["nngp_t"], cached["ntk_t"]), None
+        log(f"  MNIST Grams read from {gram_cache}")
+    else:
+        t0 = time.perf_counter()
+        k = gram(Xtr, arch=arch, dtype=dtype, device=device)
+        kt = gram(Xte, Xtr, arch=arch, dtype=dtype, device=device)
+        secs = time.perf_counter() - t0
+        pairs = n_train * (n_train + 1) // 2 + n_train * n_test
+        log(f"  MNIST Grams (NNGP+NTK, {dtype}): {n_train} train, {n_test} test, {pairs:,} pairs in {secs:.1f} s")
+        if gram_cache is not None:
+            np.savez(gram_cache, key=key, nngp=k.nngp, ntk=k.ntk, nngp_t=kt.nngp, ntk_t=kt.ntk)
     flows = {kind: GradientFlow(k, Ytr, kind=kind, device="cpu") for kind in ("ntk", "nngp")}
     s = Ytr.size
     lam_max = max(float(f.eigenvalues[-1]) for f in flows.values())
@@ -664,12 +683,15 @@ def register_cli(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the points and the target (default 0)")
     p.add_argument("--data", default=None, help="MNIST IDX directory for the accuracy-vs-time part (skipped "
                                                 "without it), e.g. ../shared/data/mnist")
-    p.add_argument("--train", type=int, default=300, help="MNIST training images (first of t10k; default 300)")
-    p.add_argument("--test", type=int, default=200, help="MNIST test images (last of t10k; default 200)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
-                   help="dtype of the MNIST Grams (default float64)")
+    p.add_argument("--train", type=int, default=200, help="MNIST training images (first of t10k; default 200)")
+    p.add_argument("--test", type=int, default=100, help="MNIST test images (last of t10k; default 100)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="dtype of the MNIST Grams (default float32; the dynamics always run in float64)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
                    help="where the MNIST Grams are computed (default cpu)")
+    p.add_argument("--gram-cache", default=None, metavar="PATH.npz",
+                   help="keep the MNIST Grams in this .npz file: read when it holds the same split and dtype, "
+                        "else computed and written")
     p.add_argument("--out", default="dynamics.png", help="PNG path of the plot (default dynamics.png)")
     p.add_argument("--json", default=None, help="also write the measured figures to this JSON file")
     p.set_defaults(func=_cli)
@@ -696,7 +718,7 @@ def _cli(args):
     if args.data is not None:
         print(f"MNIST: bietti_mairal(), train {args.train} (first of t10k), test {args.test} (last)", flush=True)
         mnist = mnist_study(args.data, args.train, args.test, dtype=args.dtype, device=args.device,
-                            progress=lambda m: print(m, flush=True))
+                            gram_cache=args.gram_cache, progress=lambda m: print(m, flush=True))
         print(format_mnist_table(mnist))
     plot_study(sphere, mnist, args.out)
     print(f"plot written to {args.out}")
@@ -712,10 +734,11 @@ def _cli(args):
 
 def _argv_of(args):
     out = []
-    for key in ("n", "p", "kmax", "depth", "bias", "seed", "data", "train", "test", "dtype", "out", "json"):
+    for key in ("n", "p", "kmax", "depth", "bias", "seed", "data", "train", "test", "dtype", "gram_cache", "out",
+                "json"):
         v = getattr(args, key)
         if v is not None:
-            out.append(f"--{key} {v}")
+            out.append(f"--{key.replace('_', '-')} {v}")
     return out
 
 

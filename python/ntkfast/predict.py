@@ -38,9 +38,11 @@ where ``K_..`` are NNGP blocks (the kernel of the network at initialization) and
 training kernel (x: train, t: test). At ``t = inf`` these are the GP-inference formulas of
 :func:`gp_inference`: mean ``Theta_tx (Theta + r I)^-1 Y``, and the covariances above with
 ``G = (Theta + r I)^-1``. Conventions where neural-tangents leaves a 0/0 or amplifies rounding:
-``g(0, t) = eta t / s`` for finite t, and at ``t = inf`` an eigenvalue at or below the rounding level
-``N eps max|Theta|`` of the Gram is dropped (``g = 0``, ``e = 1``: the pseudo-inverse; the mode is not
-fitted on the train set either), with an :class:`ntkfast.krr.IllConditionedWarning`.
+``g(0, t) = eta t / s`` for finite t, and at ``t = inf`` an eigenvalue at or below the float64 rounding
+level ``N eps64 max|Theta|`` of the factorization is dropped (``g = 0``, ``e = 1``: the pseudo-inverse; the
+mode is not fitted on the train set either), with an :class:`ntkfast.krr.IllConditionedWarning`; so is a
+condition number beyond 1/eps of the Gram's dtype (for a float32 Gram, its own rounding then shows in the
+t = inf predictions; finite times filter those modes).
 
 Stability of discrete steps: ``(1 - eta lam / s)^t`` decays for every mode only if ``eta < 2 s / lam_max``
 (neural-tangents' ``predict.max_learning_rate``); a larger learning rate is refused for ``discrete=True``.
@@ -274,6 +276,8 @@ class GradientFlow:
         if not tr > 0:
             raise ValueError(f"{name} must have a positive trace (a Gram matrix has a non-negative diagonal and "
                              f"is not all zero); got trace {tr:.3g}")
+        Y, self._one_d = _check_targets(y_train, Kc.shape[0], name="y_train")
+        del Kc
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", IndefiniteGramWarning)
             eig = GramEigen(K, device=device)       # float64 factorization on the chosen device
@@ -282,7 +286,6 @@ class GradientFlow:
         self._eig = eig
         self.xp = eig.xp
         self.n = eig.n
-        Y, self._one_d = _check_targets(y_train, self.n, name="y_train")
         self.outputs = int(Y.shape[1])
         self.size = self.n * self.outputs
         self.diag_reg_absolute = diag_reg if diag_reg_absolute_scale else diag_reg * eig.scale
@@ -296,6 +299,8 @@ class GradientFlow:
                 f"{self.max_learning_rate:.6g} (the top eigenmode would be multiplied by "
                 f"|1 - lr lambda_max / (N K)| = {abs(1 - self.learning_rate * lam_max / self.size):.4g} >= 1 per "
                 f"step); use learning_rate < {self.max_learning_rate:.6g}, or discrete=False for gradient flow")
+        # float64 rounding level of the eigendecomposition, N eps64 max(|K|, lam_max): the t = inf cut-off
+        self._drop = eig.tolerance / eig.eps * float(np.finfo(np.float64).eps)
         self._c = eig.V.T @ self.xp.asarray(Y)          # (N, K): targets in the eigenbasis
         self._Kv = None                                 # V^T K_nngp V, built on first need
 
@@ -328,8 +333,8 @@ class GradientFlow:
         e = xp.where(pos, e, 1.0)
         om = xp.where(pos, om, 0.0)
         g = xp.where(pos, om / xp.where(pos, lam, 1.0), fin_t * (self.learning_rate / self.size))
-        # t = inf: eigenvalues at the Gram's rounding level are dropped (the pseudo-inverse)
-        keep = lam > self._eig.tolerance
+        # t = inf: eigenvalues at the float64 rounding level of the factorization are dropped (pseudo-inverse)
+        keep = lam > self._drop
         e = xp.where(inf, xp.where(keep, 0.0, 1.0), e)
         om = xp.where(inf, 1.0 - e, om)
         g = xp.where(inf, xp.where(keep, 1.0 / xp.where(keep, lam, 1.0), 0.0), g)
@@ -339,14 +344,14 @@ class GradientFlow:
         tt, scalar = _times(t, self.discrete)
         if np.isinf(tt).any():
             lam = self.eigenvalues
-            tol = self._eig.tolerance
+            tol = self._drop
             wmin, wmax = float(lam[0]), float(lam[-1])
             dropped = int(self.xp.count_nonzero(lam <= tol))
             if dropped:
                 warnings.warn(
                     f"t = inf: {dropped} eigenvalue(s) of {self._name} + {self.diag_reg_absolute:.3g} I are at or "
-                    f"below its rounding level {tol:.3g} (largest {wmax:.3g}) and are dropped (pseudo-inverse); "
-                    f"their modes are not fitted. Use diag_reg > 0 or a finite t",
+                    f"below the float64 rounding level {tol:.3g} of its factorization (largest {wmax:.3g}) and are "
+                    f"dropped (pseudo-inverse); their modes are not fitted. Use diag_reg > 0 or a finite t",
                     IllConditionedWarning, stacklevel=3)
             elif wmax / wmin * self._eig.eps > 1:
                 warnings.warn(
@@ -363,14 +368,10 @@ class GradientFlow:
         return _block(blk, nm, (None, self.n), self.xp)[0]
 
     def _nngp_train(self):
-        """V^T K_nngp V (N, N), with K_nngp the NNGP train block (checked PSD once)."""
+        """V^T K_nngp V (N, N), with K_nngp the NNGP train block (kind 'ntk'; checked PSD once)."""
         if self._Kv is not None:
             return self._Kv
         xp, V = self.xp, self._eig.V
-        if self.kind == "nngp":
-            # the training Gram itself, without the regularizer
-            self._Kv = xp.diag(self._eig.w)
-            return self._Kv
         if self._nngp_xx is None:
             raise ValueError("covariances of kind='ntk' need the NNGP train x train block (the kernel at "
                              "initialization): pass k_train_train as ntkfast.Kernels(nngp, ntk), e.g. "
@@ -601,9 +602,9 @@ def gp_inference(k_train_train, y_train, k_test_train=None, k_test_test=None, *,
     :class:`Gaussian`: mean float64 (M,) or (M, K); covariance float64 (M, M) or None. numpy arrays (cupy
     when the train Gram was cupy).
 
-    An eigenvalue of ``H`` at the Gram's rounding level (only possible with a tiny ``diag_reg``) is dropped
-    (pseudo-inverse); that, or a condition number beyond 1/eps of the Gram's dtype, gives an
-    :class:`ntkfast.krr.IllConditionedWarning`. To reuse
+    An eigenvalue of ``H`` at the float64 rounding level of the factorization (only possible with a tiny
+    ``diag_reg``) is dropped (pseudo-inverse); that, or a condition number beyond 1/eps of the Gram's dtype,
+    gives an :class:`ntkfast.krr.IllConditionedWarning`. To reuse
     the factorization for several test sets use ``GradientFlow(...).predict(numpy.inf, ...)``.
     """
     _kind(kind, ("nngp", "ntk", "ntkgp"))
