@@ -476,12 +476,12 @@ def format_finite_width_table(res):
         means.append(g)
         per = [np.mean([r["gaps"][i] for r in rs]) for i in range(len(cps))]
         lines.append(f"| {m} | {g:.3e} | {max(r['gap'] for r in rs):.3e} | " + " | ".join(f"{v:.2e}" for v in per)
-                     + f" | {np.mean([r['train_loss_net'] for r in rs]):.4f} |")
+                     + f" | {np.mean([r['train_loss_net'] for r in rs]):.1e} |")
     slope, _ = fit_slope(widths, means)
     rms = res["rows"][0]["rms_prediction"]
     lines.append("")
     lines.append(f"fitted exponent of the mean gap ~ width^e: e = {slope:.3f} (1/sqrt(width) is e = -0.5); "
-                 f"RMS of the infinite-width test prediction {rms:.3f}; its train loss {res['rows'][0]['train_loss_inf']:.4f}")
+                 f"RMS of the infinite-width test prediction {rms:.3f}; its train loss {res['rows'][0]['train_loss_inf']:.1e}")
     return "\n".join(lines)
 
 
@@ -629,6 +629,8 @@ def plot_study(sphere, mnist, path, dpi=90):
             ax.annotate(str(k), (xx, r["t_half"][k]), fontsize=7, xytext=(3, -8), textcoords="offset points")
     xx = np.geomspace(min(allx) / 1.5, max(allx) * 1.5, 10)
     ax.loglog(xx, LN2 * xx, "k:", lw=0.8, label="t = ln2 / mu_k")
+    slope, icpt, npts = _pooled(sphere)
+    ax.loglog(xx, np.exp(icpt) * xx ** slope, color="0.6", lw=0.8, label=f"fit, all {npts} points: slope {slope:.3f}")
     ax.set_xlabel("1 / mu_k")
     ax.set_ylabel("measured halving time of degree k")
     ax.set_title(f"halving time vs 1/mu_k (n = {sphere['config']['n']}, S^{sphere['config']['p'] - 1})", fontsize=9)
@@ -646,6 +648,7 @@ def plot_study(sphere, mnist, path, dpi=90):
         axes[1, 1].set_xlabel("training time t (learning rate 1, loss / (2 n 10))")
         axes[1, 1].set_ylabel("test accuracy (%)")
         axes[1, 1].legend(fontsize=7)
+        axes[1, 2].set_ylim(1e-6, None)
         axes[1, 2].set_title("MNIST: loss of the mean prediction", fontsize=9)
         axes[1, 2].set_xlabel("training time t")
         axes[1, 2].legend(fontsize=7)
