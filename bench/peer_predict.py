@@ -4,9 +4,10 @@ neural-tangents is not a dependency: it runs in its own Python (``--peer-python`
 of ``--peer-dir`` (default ../shared/peers, see its README). Both sides get the same inputs; the peer
 computes its kernels with its own ``stax`` and its predictions with ``predict.gradient_descent_mse_ensemble``
 and ``predict.gp_inference``; ntkfast computes its Grams with ``ntkfast.gram`` and its predictions with
-``ntkfast.predict``. Prints the relative error ``max|ours - peer| / max|peer|`` of every output and the worst, twice: with the
-same Gram blocks given to both predict modules (ntkfast's, passed to the peer through a look-up kernel
-function: this isolates the prediction code) and end to end (each library with its own kernels).
+``ntkfast.predict``. Prints the relative error ``max|ours - peer| / max|peer|`` of every output and the
+worst, twice: with the same Gram blocks given to both predict modules (ntkfast's, passed to the peer
+through a look-up kernel function: this isolates the prediction code) and end to end (each library with
+its own kernels).
 (The peer's ``predict.max_learning_rate`` is not compared: with scipy >= 1.14 it fails, calling
 ``scipy.linalg.eigvalsh`` with the removed ``eigvals`` keyword.)
 
@@ -68,7 +69,8 @@ PEER = textwrap.dedent("""
             gp = predict.gp_inference(ktr, Y, diag_reg=max(reg, 1e-4))
             for g in ('nngp', 'ntk', 'ntkgp'):
                 r = gp(get=g, k_test_train=kte, k_test_test=ktt)
-                out[f'{src}:{i}_gp_{g}_mean'], out[f'{src}:{i}_gp_{g}_cov'] = np.asarray(r.mean), np.asarray(r.covariance)
+                p = f'{src}:{i}_gp_{g}'
+                out[p + '_mean'], out[p + '_cov'] = np.asarray(r.mean), np.asarray(r.covariance)
         if src == 'stax':
             for key, (a, b) in (('xx', (X, None)), ('tx', (Xt, X)), ('tt', (Xt, None))):
                 k = kfn(a, b, ('nngp', 'ntk'))
@@ -79,8 +81,8 @@ PEER = textwrap.dedent("""
 
 def grams(X, Xt):
     arch = nf.presets.fc(2)
-    return (nf.gram(X, arch=arch, dtype="float64", device="cpu"), nf.gram(Xt, X, arch=arch, dtype="float64", device="cpu"),
-            nf.gram(Xt, arch=arch, dtype="float64", device="cpu"))
+    g = lambda a, b=None: nf.gram(a, b, arch=arch, dtype="float64", device="cpu")  # noqa: E731
+    return g(X), g(Xt, X), g(Xt)
 
 
 def ours(k, kt, ktt, Y, times, settings):

@@ -28,7 +28,8 @@ import time
 
 import numpy as np
 
-__all__ = ["StudyKernel", "study_kernels", "bias_ntk", "BiasNTK", "angles", "HarmonicTarget", "zonal_gram", "DegreeErrors", "degree_errors",
+__all__ = ["StudyKernel", "study_kernels", "bias_ntk", "BiasNTK", "angles", "HarmonicTarget", "zonal_gram",
+           "DegreeErrors", "degree_errors",
            "halving_time", "sphere_study", "sphere_grid", "quadrature_degree_errors", "fit_slope",
            "two_layer_ntk", "finite_width_study", "format_finite_width_table",
            "mnist_study", "format_degree_table", "format_mnist_table", "plot_study", "register_cli"]
@@ -368,11 +369,13 @@ def format_degree_table(res):
             q = r["final_quadrature"]
             lines.append(
                 f"| {label} | {k} | {mu:.4g} | {'inf' if mu == 0 else f'{1 / mu:.4g}'} | "
-                f"{'inf' if not np.isfinite(pr) else f'{pr:.4g}'} | {'never' if not np.isfinite(th) else f'{th:.4g}'} | "
+                f"{'inf' if not np.isfinite(pr) else f'{pr:.4g}'} | "
+                f"{'never' if not np.isfinite(th) else f'{th:.4g}'} | "
                 f"{'-' if not (np.isfinite(th) and np.isfinite(pr)) else f'{th / pr:.3f}'} | "
                 f"{r['final'][k]:.3f} / {'-' if q is None else f'{q[k]:.3f}'} |")
     lines.append("")
-    lines.append("| kernel | fitted slope of log t_half vs log(1/mu_k) | intercept (ln ln 2 = -0.367) | degrees fitted |")
+    lines.append("| kernel | fitted slope of log t_half vs log(1/mu_k) | intercept (ln ln 2 = -0.367) | "
+                 "degrees fitted |")
     lines.append("|---|---|---|---|")
     for label, r in res["kernels"].items():
         ks = [k for k in sorted(r["t_half"]) if np.isfinite(r["t_half"][k]) and r["mu"][k] > 0]
@@ -481,7 +484,8 @@ def format_finite_width_table(res):
     rms = res["rows"][0]["rms_prediction"]
     lines.append("")
     lines.append(f"fitted exponent of the mean gap ~ width^e: e = {slope:.3f} (1/sqrt(width) is e = -0.5); "
-                 f"RMS of the infinite-width test prediction {rms:.3f}; its train loss {res['rows'][0]['train_loss_inf']:.1e}")
+                 f"RMS of the infinite-width test prediction {rms:.3f}; its train loss "
+                 f"{res['rows'][0]['train_loss_inf']:.1e}")
     return "\n".join(lines)
 
 
@@ -639,7 +643,8 @@ def plot_study(sphere, mnist, path, dpi=90):
         mt = mnist["times"]
         for kind, name, c in (("ntk", "NTK", "C3"), ("nngp", "CKN/NNGP", "C0")):
             r = mnist[kind]
-            axes[1, 1].semilogx(mt, 100 * r["accuracy"][:-1], color=c, label=f"{name} (t = inf: {100 * r['accuracy'][-1]:.1f} %)")
+            axes[1, 1].semilogx(mt, 100 * r["accuracy"][:-1], color=c,
+                                label=f"{name} (t = inf: {100 * r['accuracy'][-1]:.1f} %)")
             axes[1, 2].loglog(mt, r["test_loss"][:-1], color=c, label=f"{name} test")
             axes[1, 2].loglog(mt, np.maximum(r["train_loss"][:-1], 1e-12), color=c, ls="--", label=f"{name} train")
         cfg = mnist["config"]
