@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "ntkfast.stability",     # stability (Bietti & Mairal Fig. 1)
     "ntkfast.spectrum",      # spectrum (Mercer eigenvalues on the sphere)
     "ntkfast.smoothness",    # smoothness (Hölder 1/2 of the NTK)
+    "ntkfast.dynamics",      # dynamics (training dynamics of the infinite network, spectral bias)
 )
 
 
