@@ -3,8 +3,9 @@
 >>> import ntkfast as nf
 >>> k = nf.gram(X, arch=nf.presets.cntk(5, 'gap'))     # Kernels(nngp=(N, N), ntk=(N, N))
 """
-from .arch import (Arch, AvgPool, Conv, Dense, Flatten, GaussianPool, GlobalAvgPool, Layer, ReLU,  # noqa: F401
-                   serial)
+from .arch import (ABRelu, Abs, Arch, AvgPool, Conv, Cos, Dense, Erf, Flatten, GaussianPool,  # noqa: F401
+                   Gelu, GlobalAvgPool, GlobalSumPool, Hermite, Layer, LayerNorm, LeakyRelu, Monomial, Polynomial,
+                   RectifiedMonomial, ReLU, Sign, Sin, SumPool, serial)
 from .inputs import Kernels  # noqa: F401
 from . import presets, reference  # noqa: F401
 
