@@ -5,10 +5,13 @@ float64 reference).
 a seed reproduces the same net and inputs in every process (no use of the per-process salted ``hash()``);
 ``draw_case(HypothesisDraws(data))`` draws the same kind of case from hypothesis, which then shrinks a
 failing net.
-Nets: depth 1-6 convolutions with kernel sizes 1-5 (even and non-square), SAME/VALID/CIRCULAR mixed freely,
-varied W_std and b_std, zero to two poolings (AvgPool SAME/VALID with strides different from the window and
-non-square windows, GaussianPool), GlobalAvgPool or Flatten, with and without Dense/ReLU heads; and
-fully-connected nets. Images of 5-14 pixels per side (square and not) with 1-3 channels; inputs random or
+Nets: depth 1-6 convolutions with kernel sizes 1-5 (even and non-square), strides 1-2, SAME/VALID/CIRCULAR
+mixed freely, varied W_std and b_std (or no bias), NTK or standard parameterization, every activation
+(ReLU, ABRelu, RectifiedMonomial, Erf, Gelu, Sin/Cos, Monomial, Hermite, Polynomial, Sign) and LayerNorm,
+zero to two poolings (AvgPool and SumPool SAME/VALID with strides different from the window and non-square
+windows, GaussianPool), GlobalAvgPool, GlobalSumPool or Flatten, with and without Dense/activation heads;
+and fully-connected nets. At most one activation of polynomial growth above degree 1 per net keeps the
+values in floating-point range. Images of 5-14 pixels per side (square and not) with 1-3 channels; inputs random or
 MNIST crops, with duplicate and all-zero images. A net that does not fit its image is redrawn.
 """
 from __future__ import annotations
@@ -21,7 +24,9 @@ from typing import Optional
 import numpy as np
 
 import ntkfast as nf
-from ntkfast import AvgPool, Conv, Dense, Flatten, GaussianPool, GlobalAvgPool, ReLU
+from ntkfast import (ABRelu, AvgPool, Conv, Cos, Dense, Erf, Flatten, GaussianPool, Gelu, GlobalAvgPool,
+                     GlobalSumPool, Hermite, LayerNorm, Monomial, Polynomial, RectifiedMonomial, ReLU, Sign, Sin,
+                     SumPool)
 
 MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 
@@ -43,7 +48,8 @@ def _w(r):
 
 
 def _b(r):
-    return 0.0 if r.random() < 0.5 else round(r.uniform(0.05, 1.0), 3)
+    u = r.random()
+    return None if u < 0.15 else 0.0 if u < 0.55 else round(r.uniform(0.05, 1.0), 3)
 
 
 def _k(r):
@@ -51,23 +57,65 @@ def _k(r):
     return (ky, r.randint(1, 5)) if r.random() < 0.35 else ky
 
 
+class _Widths:
+    """Output widths of the affine layers so far, for standard parameterization (which needs its input's)."""
+
+    def __init__(self):
+        self.known = True             # the first layer's input width is the input's channels
+
+    def affine(self, r, make, **kw):
+        standard = self.known and r.random() < 0.25
+        width = r.randint(1, 64) if r.random() < 0.6 else None
+        self.known = width is not None
+        return make(W_std=_w(r), b_std=_b(r), parameterization="standard" if standard else "ntk", width=width, **kw)
+
+
+def _act(r, grow):
+    """An activation; at most one of polynomial growth above degree 1 per net (grow[0] counts it)."""
+    u = r.random()
+    if u < 0.35:
+        return ReLU()
+    if u < 0.5:
+        return ABRelu(round(r.uniform(-1.5, 1.5), 3), round(r.uniform(0.2, 1.5), 3))
+    if u < 0.58:
+        return Erf(round(r.uniform(0.5, 1.5), 3), round(r.uniform(0.3, 1.5), 3), round(r.uniform(-0.5, 0.5), 3))
+    if u < 0.65:
+        return Gelu()
+    if u < 0.71:
+        c = round(r.uniform(-1, 1), 3)
+        return Sin(1.0, round(r.uniform(0.3, 1.2), 3), c) if r.random() < 0.5 else Cos(1.0, round(r.uniform(0.3, 1.2), 3), c)
+    if u < 0.76:
+        return Sign()
+    if grow[0]:
+        return ReLU()
+    grow[0] = 1
+    v = r.random()
+    if v < 0.3:
+        return RectifiedMonomial(r.randint(0, 3))
+    if v < 0.55:
+        return Monomial(r.randint(0, 3))
+    if v < 0.8:
+        return Hermite(r.randint(0, 3))
+    return Polynomial([round(r.uniform(-1, 1), 3) for _ in range(r.randint(1, 4))])
+
+
 def _pool(r):
     if r.random() < 0.3:
         return GaussianPool(r.randint(1, 2), sigma=None if r.random() < 0.6 else round(r.uniform(0.4, 1.5), 3))
     p = (r.randint(1, 3), r.randint(1, 3)) if r.random() < 0.4 else r.randint(1, 3)
     stride = None if r.random() < 0.3 else ((r.randint(1, 3), r.randint(1, 3)) if r.random() < 0.4 else r.randint(1, 3))
-    return AvgPool(p, stride=stride, padding=r.choice(["SAME", "VALID"]))
+    return (SumPool if r.random() < 0.25 else AvgPool)(p, stride=stride, padding=r.choice(["SAME", "VALID"]))
 
 
-def _head(r, gaussian):
-    """Layers after the readout: nothing, or Dense/ReLU alternations that obey the Gaussian-input rule."""
+def _head(r, gaussian, widths, grow):
+    """Layers after the readout: nothing, or Dense/activation alternations that obey the Gaussian-input rule."""
     layers = []
     for _ in range(r.randint(0, 3)):
         if gaussian and r.random() < 0.5:
-            layers.append(ReLU())
-            gaussian = False
+            layers.append(LayerNorm() if r.random() < 0.15 else _act(r, grow))
+            gaussian = isinstance(layers[-1], LayerNorm)
         else:
-            layers.append(Dense(_w(r), _b(r)))
+            layers.append(widths.affine(r, Dense))
             gaussian = True
     return layers
 
@@ -76,31 +124,39 @@ def _conv_net(r):
     depth = r.randint(1, 6)
     n_pools = r.choice([0, 0, 1, 1, 2])
     slots = sorted(r.randint(0, depth) for _ in range(n_pools))  # pool before conv number s (depth: at the end)
-    layers, gaussian = [], False
+    layers, gaussian, widths, grow = [], False, _Widths(), [0]
     for i in range(depth + 1):
         for s in slots:
             if s == i:
                 layers.append(_pool(r))
         if i == depth:
             break
-        layers.append(Conv(_k(r), W_std=_w(r), b_std=_b(r), padding=r.choice(["SAME", "VALID", "CIRCULAR"])))
+        stride = 1 if r.random() < 0.8 else ((1, 2) if r.random() < 0.3 else 2)
+        layers.append(widths.affine(r, Conv, k=_k(r), padding=r.choice(["SAME", "VALID", "CIRCULAR"]), stride=stride))
         gaussian = True
+        if r.random() < 0.15:
+            layers.append(LayerNorm())
         if r.random() < 0.8:
-            layers.append(ReLU())
+            layers.append(_act(r, grow))
             gaussian = False
-    layers.append(GlobalAvgPool() if r.random() < 0.5 else Flatten())
-    layers += _head(r, gaussian)
+    u = r.random()
+    layers.append(GlobalAvgPool() if u < 0.4 else GlobalSumPool() if u < 0.55 else Flatten())
+    if isinstance(layers[-1], Flatten):
+        widths.known = False          # the flattened width depends on the resolution
+    layers += _head(r, gaussian, widths, grow)
     return nf.serial(*layers)
 
 
 def _fc_net(r):
-    layers = []
+    layers, widths, grow = [], _Widths(), [0]
     for _ in range(r.randint(1, 4)):
-        layers.append(Dense(_w(r), _b(r)))
+        layers.append(widths.affine(r, Dense))
+        if r.random() < 0.15:
+            layers.append(LayerNorm())
         if r.random() < 0.8:
-            layers.append(ReLU())
+            layers.append(_act(r, grow))
     if r.random() < 0.7:
-        layers.append(Dense(_w(r), _b(r)))
+        layers.append(widths.affine(r, Dense))
     return nf.serial(*layers)
 
 

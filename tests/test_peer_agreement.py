@@ -73,5 +73,5 @@ def test_mixed_paddings_match_stax(stax, spec):
     assert rel_err(got.nngp, np.asarray(k.nngp)) <= 1e-12
     # stax computes a pair (x, x) like any pair, so where correlations are +-1 (here after a 1x1 conv, on the
     # diagonal) its NTK carries the sqrt(eps) angle error that our self recursion avoids (docs/design.md)
-    bound = nf.reference.angle_error_bound(X, arch=nf.serial(*ours), delta=16 * 2.0 ** -53)
+    bound = nf.reference.angle_error_bound(X, arch=nf.serial(*ours), delta=16 * 2.0 ** -53).ntk
     assert np.all(np.abs(got.ntk - np.asarray(k.ntk)) <= 1e-12 * np.abs(got.ntk).max() + bound)

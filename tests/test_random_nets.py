@@ -1,14 +1,15 @@
 """Random valid architectures against the float64 reference (tests/random_nets.py draws them).
 
-Tolerance, derived (docs/design.md, numerics): elementwise ``|K - R| <= 32 L eps max|R| + A``, where ``L`` is
-the number of layers and ``eps`` the unit roundoff of the backend's dtype (2^-53 or 2^-24): each layer adds a
-few roundings to entries that are averages (measured here: at most about 6 L eps); and, for the NTK,
-``A = angle_error_bound(delta = 16 eps) + angle_error_bound(delta = 16 eps64)``, the first-order effect of the
-same roundings on the ReLU angles where rho is near +-1 (sqrt(eps), not eps: the NTK is only 1/2-Hoelder
-there), for the backend and for the reference itself. For generic nets A is negligible and float64 agrees to
-about 1e-13; for nets whose correlations sit at +-1 everywhere (single-channel inputs through 1x1
-convolutions) A dominates, in float64 too (about 1e-9), because the float64 reference is no more accurate
-than that. Examples are drawn by hypothesis with ``derandomize=True`` (the same nets in every run, shrunk
+Tolerance, derived (docs/design.md, numerics): elementwise ``|K - R| <= c max|R| + A``. ``c = 32 L eps``, where
+``L`` is the number of layers and ``eps`` the unit roundoff of the backend's dtype (2^-24 for float32): each
+layer adds a few roundings to entries that are averages (measured on ReLU nets: at most about 6 L eps); for
+float64 ``c`` is at least 1e-10, the issue's target, since rare nets (an all-zero image through Sign, biases and
+LayerNorm) amplify float64 roundings to about 1e4 eps. ``A = angle_error_bound(delta = 16 eps) +
+angle_error_bound(delta = 16 eps64)``: the first-order effect of the same roundings on the angles where rho is
+near +-1 (sqrt(eps), not eps: the NTK of ReLU-like layers and the NNGP of Sign are only 1/2-Hoelder there),
+for the backend and for the reference itself. For generic nets A is negligible; for nets whose correlations
+sit at +-1 everywhere (single-channel inputs through 1x1 convolutions) A dominates, in float64 too (about
+1e-9), because the float64 reference is no more accurate than that. Examples are drawn by hypothesis with ``derandomize=True`` (the same nets in every run, shrunk
 to a small net on failure). ``NTKFAST_FUZZ=N`` runs N more, from other seeds (about 0.15 s each).
 """
 import os
@@ -30,8 +31,9 @@ def tolerances(case):
     angle = {d: nf.reference.angle_error_bound(case.X, case.Y, arch=case.arch, delta=16 * e) for d, e in EPS.items()}
     tol = {}
     for dtype, eps in EPS.items():
-        base = [32 * L * eps * np.abs(r).max() for r in ref]
-        tol[dtype] = (base[0], base[1] + angle[dtype] + (angle["float64"] if dtype != "float64" else 0.0))
+        rel = max(32 * L * eps, 1e-10 if dtype == "float64" else 0.0)
+        tol[dtype] = tuple(rel * np.abs(r).max() + a + (a64 if dtype != "float64" else 0.0)
+                           for r, a, a64 in zip(ref, angle[dtype], angle["float64"]))
     return ref, tol
 
 
@@ -49,7 +51,7 @@ def check_case(case, devices=("cpu",)):
                     assert np.array_equal(g, g.T), f"{name} {dtype}: gram(X) not exactly symmetric; {case.label}"
 
 
-@settings(max_examples=100, deadline=None, derandomize=True, database=None,
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_random_nets_match_reference(data):

@@ -162,7 +162,8 @@ def test_program_text_round_trips_and_refuses_garbage():
     for bad, match in [(text.replace("conv 2 3", "conv 2 x"), "not an integer"),
                        (text.replace("relu", "tanh"), "unknown layer kind 'tanh'"),
                        (text.replace("CIRCULAR", "REFLECT"), "unknown padding REFLECT"),
-                       (text.replace("dense 0.7 0.1", "dense 0.7"), "dense takes 2 arguments"),
-                       (text.replace("ntkfast-program 1", "ntkfast-program 2"), "expected 'ntkfast-program 1'")]:
+                       (text.replace("dense 0.7 0.1 ntk 0", "dense 0.7"), "dense takes 4 arguments"),
+                       (text.replace("ntk 0", "xyz 0"), "parameterization must be ntk or standard"),
+                       (text.replace("ntkfast-program 2", "ntkfast-program 1"), "expected 'ntkfast-program 2'")]:
         with pytest.raises(ValueError, match=match):
             _core.compile_program(bad)

@@ -10,14 +10,57 @@ namespace {
 
 // The op table, in enum order (checked below).
 constexpr OpInfo kOps[kNumOpKinds] = {
-    {OpKind::Conv, "conv", "Conv", 5},
+    {OpKind::Conv, "conv", "Conv", 9},
+    {OpKind::Dense, "dense", "Dense", 4},
     {OpKind::Relu, "relu", "ReLU", 0},
+    {OpKind::ABRelu, "abrelu", "ABRelu", 2},
+    {OpKind::RectMono, "rectmono", "RectifiedMonomial", 1},
+    {OpKind::Erf, "erf", "Erf", 3},
+    {OpKind::Gelu, "gelu", "Gelu", 0},
+    {OpKind::Sin, "sin", "Sin", 3},
+    {OpKind::Monomial, "monomial", "Monomial", 1},
+    {OpKind::Hermite, "hermite", "Hermite", 1},
+    {OpKind::Polynomial, "polynomial", "Polynomial", -1},
+    {OpKind::Sign, "sign", "Sign", 0},
+    {OpKind::LayerNorm, "layernorm", "LayerNorm", 1},
     {OpKind::AvgPool, "avgpool", "AvgPool", 5},
+    {OpKind::SumPool, "sumpool", "SumPool", 5},
     {OpKind::GaussianPool, "gaussianpool", "GaussianPool", 2},
     {OpKind::GlobalAvgPool, "globalavgpool", "GlobalAvgPool", 0},
+    {OpKind::GlobalSumPool, "globalsumpool", "GlobalSumPool", 0},
     {OpKind::Flatten, "flatten", "Flatten", 0},
-    {OpKind::Dense, "dense", "Dense", 2},
 };
+
+// What a layer kind does to the state, for the compiler's switches.
+enum class Role { Affine, Pointwise, Pool, Readout };
+Role role(OpKind k) {
+  switch (k) {
+    case OpKind::Conv:
+    case OpKind::Dense:
+      return Role::Affine;
+    case OpKind::Relu:
+    case OpKind::ABRelu:
+    case OpKind::RectMono:
+    case OpKind::Erf:
+    case OpKind::Gelu:
+    case OpKind::Sin:
+    case OpKind::Monomial:
+    case OpKind::Hermite:
+    case OpKind::Polynomial:
+    case OpKind::Sign:
+    case OpKind::LayerNorm:
+      return Role::Pointwise;
+    case OpKind::AvgPool:
+    case OpKind::SumPool:
+    case OpKind::GaussianPool:
+      return Role::Pool;
+    case OpKind::GlobalAvgPool:
+    case OpKind::GlobalSumPool:
+    case OpKind::Flatten:
+      return Role::Readout;
+  }
+  throw ProgramError("invalid layer program: unknown op kind " + std::to_string(static_cast<int>(k)));
+}
 
 constexpr bool table_in_order() {
   for (int i = 0; i < kNumOpKinds; ++i)
@@ -37,36 +80,158 @@ std::string hw(int h, int w) { return std::to_string(h) + "x" + std::to_string(w
 // Parameters every layer of its kind must have (the Python layers check them for users first).
 void check_params(int i, const LayerSpec& L) {
   const std::string name = layer_name(i, L.kind);
-  auto finite_pos = [&](double v, const char* what, bool strict) {
-    if (!std::isfinite(v) || (strict ? v <= 0.0 : v < 0.0))
-      malformed(name + ": " + what + " must be a finite number " + (strict ? "> 0" : ">= 0"));
+  auto finite = [&](double v, const char* what, int sign) {  // sign: 1 (> 0), 0 (>= 0), -1 (any)
+    if (!std::isfinite(v) || (sign == 1 && v <= 0.0) || (sign == 0 && v < 0.0))
+      malformed(name + ": " + what + " must be a finite number" + (sign == 1 ? " > 0" : sign == 0 ? " >= 0" : ""));
   };
   switch (L.kind) {
     case OpKind::Conv:
-      if (L.ky < 1 || L.kx < 1) malformed(name + ": the window must be at least 1x1");
-      finite_pos(L.w_std, "W_std", true);
-      finite_pos(L.b_std, "b_std", false);
+    case OpKind::Dense:
+      if (L.kind == OpKind::Conv && (L.ky < 1 || L.kx < 1 || L.sy < 1 || L.sx < 1))
+        malformed(name + ": the window and the stride must be at least 1");
+      finite(L.w_std, "W_std", 1);
+      finite(L.b_std, "b_std", 0);
+      if (L.width < 0) malformed(name + ": width must be >= 0 (0: unknown)");
       break;
     case OpKind::AvgPool:
+    case OpKind::SumPool:
       if (L.ky < 1 || L.kx < 1 || L.sy < 1 || L.sx < 1) malformed(name + ": window and stride must be >= 1");
       if (L.padding == Padding::Circular) malformed(name + ": padding must be SAME or VALID");
       break;
     case OpKind::GaussianPool:
       if (L.sy < 1) malformed(name + ": the stride must be >= 1");
-      finite_pos(L.sigma, "sigma (0 for the default)", false);
+      finite(L.sigma, "sigma (0 for the default)", 0);
       break;
-    case OpKind::Dense:
-      finite_pos(L.w_std, "W_std", true);
-      finite_pos(L.b_std, "b_std", false);
+    case OpKind::ABRelu:
+      finite(L.a, "a", -1);
+      finite(L.b, "b", -1);
+      if (L.a == 0.0 && L.b == 0.0) malformed(name + ": a = b = 0 is the zero function");
+      break;
+    case OpKind::Erf:
+    case OpKind::Sin:
+      finite(L.a, "a", -1);
+      finite(L.b, "b", -1);
+      finite(L.c, "c", -1);
+      break;
+    case OpKind::LayerNorm:
+      finite(L.a, "eps", 0);
+      break;
+    case OpKind::RectMono:
+      if (L.degree < 0 || L.degree > kMaxRectDegree)
+        malformed(name + ": degree must be in 0.." + std::to_string(kMaxRectDegree));
+      break;
+    case OpKind::Monomial:
+    case OpKind::Hermite:
+      if (L.degree < 0 || L.degree > kMaxPolyDegree)
+        malformed(name + ": degree must be in 0.." + std::to_string(kMaxPolyDegree));
+      break;
+    case OpKind::Polynomial:
+      if (L.coef.empty() || static_cast<int>(L.coef.size()) > kMaxPolyDegree + 1)
+        malformed(name + ": 1 to " + std::to_string(kMaxPolyDegree + 1) + " coefficients");
+      for (double c : L.coef) finite(c, "every coefficient", -1);
       break;
     case OpKind::Relu:
+    case OpKind::Gelu:
+    case OpKind::Sign:
     case OpKind::GlobalAvgPool:
+    case OpKind::GlobalSumPool:
     case OpKind::Flatten:
       break;
   }
 }
 
-// The pooling of one axis of an n-position state (AvgPool or GaussianPool).
+// A polynomial activation sum_m c[m] x^m as its ActParams table: for u = sqrt(p) z, x^m expands in
+// probabilists' Hermite polynomials (x^m = sum_i m! / (2^i i! (m-2i)!) He_{m-2i}), so that
+// E[f(u) f(v)] = sum_l q_l(px) q_l(py) s^l with q_l(p) = sum_i c[l+2i] (l+2i)! / (2^i i! sqrt(l!)) p^i.
+void poly_table(const std::vector<double>& c, double (*q)[kPolyCols]) {
+  auto fact = [](int n) {
+    double f = 1.0;
+    for (int k = 2; k <= n; ++k) f *= k;
+    return f;
+  };
+  const int deg = static_cast<int>(c.size()) - 1;
+  for (int l = 0; l <= kMaxPolyDegree; ++l)
+    for (int i = 0; i < kPolyCols; ++i) {
+      const int m = l + 2 * i;
+      q[l][i] = m <= deg ? c[m] * fact(m) / (std::ldexp(1.0, i) * fact(i) * std::sqrt(fact(l))) : 0.0;
+    }
+}
+
+// The pointwise map of an activation or LayerNorm layer.
+ActParams make_act(const LayerSpec& L) {
+  ActParams A;
+  std::vector<double> coef;
+  switch (L.kind) {
+    case OpKind::Relu:
+      A.kind = ActKind::Relu;
+      return A;
+    case OpKind::ABRelu:
+      A.kind = ActKind::ABRelu;
+      A.a = L.a;
+      A.b = L.b;
+      return A;
+    case OpKind::RectMono:
+      A.kind = ActKind::RectMono;
+      A.degree = L.degree;
+      return A;
+    case OpKind::Erf:
+    case OpKind::Sin:
+      A.kind = L.kind == OpKind::Erf ? ActKind::Erf : ActKind::Sin;
+      A.a = L.a;
+      A.b = L.b;
+      A.c = L.c;
+      return A;
+    case OpKind::Gelu:
+      A.kind = ActKind::Gelu;
+      return A;
+    case OpKind::Sign:
+      A.kind = ActKind::Sign;
+      return A;
+    case OpKind::LayerNorm:
+      A.kind = ActKind::LayerNorm;
+      A.a = L.a;
+      return A;
+    case OpKind::Monomial:
+      coef.assign(L.degree + 1, 0.0);
+      coef[L.degree] = 1.0;
+      break;
+    case OpKind::Hermite: {  // He_n / sqrt(n!): He_n(x) = n! sum_k (-1)^k x^(n-2k) / (k! (n-2k)! 2^k)
+      const int n = L.degree;
+      coef.assign(n + 1, 0.0);
+      double fn = 1.0;
+      for (int k = 2; k <= n; ++k) fn *= k;
+      for (int k = 0; 2 * k <= n; ++k) {
+        double d = 1.0;
+        for (int j = 2; j <= k; ++j) d *= j;
+        for (int j = 2; j <= n - 2 * k; ++j) d *= j;
+        coef[n - 2 * k] = ((k % 2) ? -1.0 : 1.0) * fn / (d * std::ldexp(1.0, k)) / std::sqrt(fn);
+      }
+      break;
+    }
+    case OpKind::Polynomial:
+      coef = L.coef;
+      break;
+    case OpKind::Conv:
+    case OpKind::Dense:
+    case OpKind::AvgPool:
+    case OpKind::SumPool:
+    case OpKind::GaussianPool:
+    case OpKind::GlobalAvgPool:
+    case OpKind::GlobalSumPool:
+    case OpKind::Flatten:
+      malformed("make_act of a layer that is not pointwise");
+  }
+  while (coef.size() > 1 && coef.back() == 0.0) coef.pop_back();
+  A.kind = ActKind::Poly;
+  A.degree = static_cast<int>(coef.size()) - 1;
+  poly_table(coef, A.q);
+  std::vector<double> dcoef(std::max<size_t>(coef.size() - 1, 1), 0.0);
+  for (size_t m = 1; m < coef.size(); ++m) dcoef[m - 1] = m * coef[m];
+  poly_table(dcoef, A.dq);
+  return A;
+}
+
+// The pooling of one axis of an n-position state (AvgPool, SumPool or GaussianPool).
 PoolAxis pool_axis(const LayerSpec& L, int axis, int n) {
   PoolAxis a;
   switch (L.kind) {
@@ -85,9 +250,10 @@ PoolAxis pool_axis(const LayerSpec& L, int axis, int n) {
       a.n_out = n / s - 1;
       return a;
     }
-    case OpKind::AvgPool: {
+    case OpKind::AvgPool:
+    case OpKind::SumPool: {
       const int p = axis == 0 ? L.ky : L.kx, s = axis == 0 ? L.sy : L.sx;
-      a.taps.assign(p, 1.0 / p);
+      a.taps.assign(p, L.kind == OpKind::AvgPool ? 1.0 / p : 1.0);
       a.stride = s;
       if (L.padding == Padding::Valid) {
         a.n_out = floordiv(n - p, s) + 1;
@@ -100,10 +266,21 @@ PoolAxis pool_axis(const LayerSpec& L, int axis, int n) {
       return a;
     }
     case OpKind::Conv:
-    case OpKind::Relu:
-    case OpKind::GlobalAvgPool:
-    case OpKind::Flatten:
     case OpKind::Dense:
+    case OpKind::Relu:
+    case OpKind::ABRelu:
+    case OpKind::RectMono:
+    case OpKind::Erf:
+    case OpKind::Gelu:
+    case OpKind::Sin:
+    case OpKind::Monomial:
+    case OpKind::Hermite:
+    case OpKind::Polynomial:
+    case OpKind::Sign:
+    case OpKind::LayerNorm:
+    case OpKind::GlobalAvgPool:
+    case OpKind::GlobalSumPool:
+    case OpKind::Flatten:
       break;
   }
   malformed("pool_axis of a layer that does not pool");
@@ -185,8 +362,8 @@ PoolTable make_table(const PoolAxis& p, int n, int n_next, bool next_circular, i
   return t;
 }
 
-bool has_relu(const Stage& st) {
-  return std::any_of(st.ops.begin(), st.ops.end(), [](const StageOp& o) { return o.kind == StageOp::Relu; });
+bool has_act(const Stage& st) {
+  return std::any_of(st.ops.begin(), st.ops.end(), [](const StageOp& o) { return o.kind == StageOp::Act; });
 }
 
 // Stages as the layers give them (split at poolings and the readout), then split further where a CIRCULAR
@@ -234,59 +411,111 @@ std::vector<Stage> split_representations(std::vector<Stage> in) {
   return out;
 }
 
-void compile_scalar(Program& P, int i, const LayerSpec& L) {
+// The channel count of the state, where known (0: unknown), for the fan-in of standard-parameterized layers.
+struct Channels {
+  int64_t n = 0;
+  // Fan-in factor of an affine layer i (its input channels times its window) and the channels after it.
+  double fan_in(int i, const LayerSpec& L) const {
+    if (L.standard && n <= 0)
+      throw ProgramError(layer_name(i, L.kind) + ": parameterization='standard' needs the number of channels of "
+                         "its input; give width= (the output channels) to the Conv or Dense layer before it");
+    return static_cast<double>(n) * (L.kind == OpKind::Conv ? L.ky * L.kx : 1);
+  }
+};
+
+// T' of an affine layer: NTK parameterization T' = W^2 T + S'; standard T' = W^2 T + fan_in S + [bias].
+template <class Op>
+void affine_t(Op& op, int i, const LayerSpec& L, Channels& ch, double window) {
+  op.standard = L.standard;
+  if (L.standard) {
+    op.t_s = ch.fan_in(i, L) / window;
+    op.t_b = L.bias ? 1.0 : 0.0;
+  }
+  ch.n = L.width;
+}
+
+void compile_scalar(Program& P, int i, const LayerSpec& L, Channels& ch) {
   ScalarOp op;
   op.layer = i;
-  switch (L.kind) {
-    case OpKind::Dense:
+  switch (role(L.kind)) {
+    case Role::Affine:
+      if (L.kind != OpKind::Dense) break;
       op.kind = ScalarOp::Dense;
       op.w2 = L.w_std * L.w_std;
-      op.b2 = L.b_std * L.b_std;
+      op.b2 = L.bias ? L.b_std * L.b_std : 0.0;
+      affine_t(op, i, L, ch, 1.0);
+      P.scalar.push_back(op);
+      return;
+    case Role::Pointwise:
+      op.kind = ScalarOp::Act;
+      op.act = make_act(L);
+      P.scalar.push_back(op);
+      return;
+    case Role::Pool:
       break;
-    case OpKind::Relu:
-      op.kind = ScalarOp::Relu;
-      break;
-    case OpKind::Conv:
-    case OpKind::AvgPool:
-    case OpKind::GaussianPool:
-      malformed(layer_name(i, L.kind) + " is spatial but comes after the readout (or in a vector net)");
-    case OpKind::GlobalAvgPool:
-    case OpKind::Flatten:
+    case Role::Readout:
       malformed(layer_name(i, L.kind) + ": a second readout, or a readout in a vector net");
   }
-  P.scalar.push_back(op);
+  malformed(layer_name(i, L.kind) + " is spatial but comes after the readout (or in a vector net)");
 }
 
 // The spatial part of a net: stages, resolutions, readout. Throws ProgramError when a layer does not fit.
-void compile_spatial(Program& P, const ProgramSpec& spec, std::vector<Stage>& stages) {
+void compile_spatial(Program& P, const ProgramSpec& spec, std::vector<Stage>& stages, Channels& ch) {
   int h = spec.H, w = spec.W;
   Stage cur;
   cur.h_in = h;
   cur.w_in = w;
   bool read = false;
+  // Ends the current stage with a pooling (or a convolution's subsampling) into a new one.
+  auto pool_into = [&](int layer, const PoolAxis& ay, const PoolAxis& ax) {
+    cur.h_out = h;
+    cur.w_out = w;
+    cur.has_pool = true;
+    cur.pool_layer = layer;
+    cur.pool_y = ay;
+    cur.pool_x = ax;
+    stages.push_back(cur);
+    h = ay.n_out;
+    w = ax.n_out;
+    cur = Stage{};
+    cur.h_in = h;
+    cur.w_in = w;
+  };
   for (int i = 0; i < static_cast<int>(spec.layers.size()); ++i) {
     const LayerSpec& L = spec.layers[i];
     if (read) {
-      compile_scalar(P, i, L);
+      compile_scalar(P, i, L, ch);
       continue;
     }
     LayerShape& ls = P.layer_shapes[i];
     ls.h_in = h;
     ls.w_in = w;
     const std::string name = layer_name(i, L.kind);
-    switch (L.kind) {
-      case OpKind::Conv: {
+    switch (role(L.kind)) {
+      case Role::Affine: {
+        if (L.kind == OpKind::Dense)
+          throw ProgramError(name + ": Dense acts on vectors; in a convolutional net it must come after the "
+                             "readout (GlobalAvgPool, GlobalSumPool or Flatten); use Conv(1) for a 1x1 convolution");
+        // A strided convolution is the stride-1 convolution at the strided padding, subsampled: outputs
+        // s j, j < ceil(n / s) for SAME/CIRCULAR (padding as JAX: the smaller half before), (n - k) / s + 1
+        // for VALID.
         StageOp op;
         op.kind = StageOp::Conv;
         op.layer = i;
         op.wrap = L.padding == Padding::Circular;
         op.ky = L.ky;
         op.kx = L.kx;
+        if (L.sy > h || L.sx > w)
+          throw ProgramError(name + ": stride (" + std::to_string(L.sy) + ", " + std::to_string(L.sx) +
+                             ") is larger than the " + hw(h, w) + " state there");
         const bool valid = L.padding == Padding::Valid;
-        op.pad_y = valid ? 0 : (L.ky - 1) / 2;
-        op.pad_x = valid ? 0 : (L.kx - 1) / 2;
+        const int n_y = valid ? floordiv(h - L.ky, L.sy) + 1 : (h + L.sy - 1) / L.sy;
+        const int n_x = valid ? floordiv(w - L.kx, L.sx) + 1 : (w + L.sx - 1) / L.sx;
+        op.pad_y = valid ? 0 : std::max((n_y - 1) * L.sy + L.ky - h, 0) / 2;
+        op.pad_x = valid ? 0 : std::max((n_x - 1) * L.sx + L.kx - w, 0) / 2;
         op.scale = L.w_std * L.w_std / (static_cast<double>(L.ky) * L.kx);
-        op.bias2 = L.b_std * L.b_std;
+        op.bias2 = L.bias ? L.b_std * L.b_std : 0.0;
+        affine_t(op, i, L, ch, static_cast<double>(L.ky) * L.kx);
         op.h_in = h;
         op.w_in = w;
         op.h_out = valid ? h - L.ky + 1 : h;
@@ -297,57 +526,57 @@ void compile_spatial(Program& P, const ProgramSpec& spec, std::vector<Stage>& st
         cur.ops.push_back(op);
         h = op.h_out;
         w = op.w_out;
+        if (L.sy > 1 || L.sx > 1) {
+          PoolAxis ay, ax;
+          ay.stride = L.sy;
+          ay.n_out = n_y;
+          ay.taps = {1.0};
+          ax.stride = L.sx;
+          ax.n_out = n_x;
+          ax.taps = {1.0};
+          pool_into(i, ay, ax);
+        }
         break;
       }
-      case OpKind::Relu: {
+      case Role::Pointwise: {
         StageOp op;
-        op.kind = StageOp::Relu;
+        op.kind = StageOp::Act;
         op.layer = i;
+        op.act = make_act(L);
         op.h_in = op.h_out = h;
         op.w_in = op.w_out = w;
         cur.ops.push_back(op);
         break;
       }
-      case OpKind::AvgPool:
-      case OpKind::GaussianPool: {
+      case Role::Pool: {
         const PoolAxis ay = pool_axis(L, 0, h), ax = pool_axis(L, 1, w);
         if (ay.n_out < 1 || ax.n_out < 1)
           throw ProgramError(name + ": pooling the " + hw(h, w) + " state there leaves " +
                              hw(std::max(ay.n_out, 0), std::max(ax.n_out, 0)) +
                              " positions; the image is pooled too much (or too small: (" + std::to_string(spec.H) +
                              ", " + std::to_string(spec.W) + "))");
-        cur.h_out = h;
-        cur.w_out = w;
-        cur.has_pool = true;
-        cur.pool_layer = i;
-        cur.pool_y = ay;
-        cur.pool_x = ax;
-        stages.push_back(cur);
-        h = ay.n_out;
-        w = ax.n_out;
-        cur = Stage{};
-        cur.h_in = h;
-        cur.w_in = w;
+        pool_into(i, ay, ax);
         break;
       }
-      case OpKind::GlobalAvgPool:
-      case OpKind::Flatten:
+      case Role::Readout:
         cur.h_out = h;
         cur.w_out = w;
         stages.push_back(cur);
-        P.readout = L.kind == OpKind::GlobalAvgPool ? Readout::Gap : Readout::Flatten;
+        P.readout = L.kind == OpKind::Flatten ? Readout::Flatten : Readout::Gap;
+        P.readout_den = L.kind == OpKind::GlobalSumPool ? 1.0
+                        : L.kind == OpKind::Flatten    ? static_cast<double>(h) * w
+                                                       : static_cast<double>(h) * w * h * w;
+        if (L.kind == OpKind::Flatten && ch.n > 0) ch.n *= static_cast<int64_t>(h) * w;
         read = true;
         break;
-      case OpKind::Dense:
-        throw ProgramError(name + ": Dense acts on vectors; in a convolutional net it must come after the readout "
-                           "(GlobalAvgPool or Flatten); use Conv(1) for a 1x1 convolution");
     }
     if (!read) {
       ls.h_out = h;
       ls.w_out = w;
     }
   }
-  if (!read) malformed("a convolutional net needs a readout (GlobalAvgPool or Flatten) after its spatial layers");
+  if (!read) malformed("a convolutional net needs a readout (GlobalAvgPool, GlobalSumPool or Flatten) after its "
+                       "spatial layers");
 }
 
 // Which planes each stage carries, per mode, working back from the readout: Flatten needs d = 0, GlobalAvgPool
@@ -360,7 +589,7 @@ void plan_planes(Program& P) {
   const Stage& last = S.back();
   Band need[2];
   need[kPair] = P.readout == Readout::Gap ? full_band(last.h_out, last.w_out) : kZero;
-  if (P.readout == Readout::Flatten || has_relu(last)) need[kSelf] = kZero;
+  if (P.readout == Readout::Flatten || has_act(last)) need[kSelf] = kZero;
   if (P.readout == Readout::Gap && scalar_relu) need[kSelf] = full_band(last.h_out, last.w_out);
   for (int s = static_cast<int>(S.size()) - 1; s >= 0; --s) {
     Stage& st = S[s];
@@ -369,7 +598,7 @@ void plan_planes(Program& P) {
         const Stage& nx = S[s + 1];
         need[m] = nx.active[m] ? back(st, linear(nx.need[m], nx.h_in, nx.w_in, nx.circular)) : Band{};
       }
-      if (m == kSelf && has_relu(st)) need[m] = unite(need[m], kZero);
+      if (m == kSelf && has_act(st)) need[m] = unite(need[m], kZero);
       st.active[m] = need[m].any;
       st.need[m] = need[m].any ? carried(need[m], st.h_out, st.w_out, st.circular) : Range{};
     }
@@ -415,11 +644,12 @@ Program compile(const ProgramSpec& spec) {
   P.spatial = spec.spatial;
   P.layer_shapes.assign(spec.layers.size(), LayerShape{});
   for (int i = 0; i < static_cast<int>(spec.layers.size()); ++i) check_params(i, spec.layers[i]);
+  Channels ch{spec.C};
   if (!spec.spatial) {
-    for (int i = 0; i < static_cast<int>(spec.layers.size()); ++i) compile_scalar(P, i, spec.layers[i]);
+    for (int i = 0; i < static_cast<int>(spec.layers.size()); ++i) compile_scalar(P, i, spec.layers[i], ch);
   } else {
     std::vector<Stage> stages;
-    compile_spatial(P, spec, stages);
+    compile_spatial(P, spec, stages, ch);
     P.stages = split_representations(std::move(stages));
   }
 
@@ -430,7 +660,7 @@ Program compile(const ProgramSpec& spec) {
     P.max_plane = std::max(P.max_plane, st.h_in * st.w_in);
     for (StageOp& op : st.ops) {
       P.max_plane = std::max(P.max_plane, op.h_out * op.w_out);
-      if (op.kind != StageOp::Relu) continue;
+      if (op.kind != StageOp::Act) continue;
       op.relu_slot = static_cast<int>(P.diags.size());
       P.diags.push_back(DiagSlot{off, op.h_in, op.w_in, st.circular});
       off += op.h_in * op.w_in;
@@ -439,7 +669,7 @@ Program compile(const ProgramSpec& spec) {
   P.scalar_offset = off;
   P.n_scalar_relu = 0;
   for (ScalarOp& op : P.scalar)
-    if (op.kind == ScalarOp::Relu) op.relu_slot = P.n_scalar_relu++;
+    if (op.kind == ScalarOp::Act) op.relu_slot = P.n_scalar_relu++;
   P.self_size = off + P.n_scalar_relu;
 
   if (P.spatial) {
@@ -460,9 +690,6 @@ Program compile(const ProgramSpec& spec) {
         st.table_x[m] = make_table(st.pool_x, st.w_out, nx.w_in, nx.circular, nx.need[m].x0, nx.need[m].x1);
       }
     }
-    const Stage& last = P.stages.back();
-    const double n = static_cast<double>(last.h_out) * last.w_out;
-    P.readout_den = P.readout == Readout::Gap ? n * n : n;
   }
   return P;
 }

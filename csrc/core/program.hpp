@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/activations.hpp"
 #include "core/geometry.hpp"
 
 namespace ntkfast {
@@ -20,14 +21,20 @@ class ProgramError : public std::invalid_argument {
 };
 
 // ---- The op table ----------------------------------------------------------------------------------------
-enum class OpKind : int { Conv, Relu, AvgPool, GaussianPool, GlobalAvgPool, Flatten, Dense };
-constexpr int kNumOpKinds = 7;
+enum class OpKind : int {
+  Conv, Dense,                                                       // affine
+  Relu, ABRelu, RectMono, Erf, Gelu, Sin, Monomial, Hermite, Polynomial, Sign,  // activations
+  LayerNorm,                                                         // normalization over channels
+  AvgPool, SumPool, GaussianPool,                                    // poolings
+  GlobalAvgPool, GlobalSumPool, Flatten                              // readouts
+};
+constexpr int kNumOpKinds = 19;
 
 struct OpInfo {
   OpKind kind;
   const char* token;    // name in the serialization
   const char* display;  // name in error messages (the Python class)
-  int n_args;           // arguments after the token
+  int n_args;           // arguments after the token; -1: a count, then that many numbers
 };
 // Every kind, in enum order. op_info() throws ProgramError on a value outside the enum.
 const OpInfo& op_info(OpKind k);
@@ -39,11 +46,17 @@ const char* padding_name(Padding p);
 // One layer as written (see serialize.hpp for the text form).
 struct LayerSpec {
   OpKind kind = OpKind::Relu;
-  int ky = 1, kx = 1;                // Conv and AvgPool window
-  int sy = 1, sx = 1;                // AvgPool stride; GaussianPool: its subsampling on both axes
-  Padding padding = Padding::Same;   // Conv: SAME/VALID/CIRCULAR; AvgPool: SAME/VALID
+  int ky = 1, kx = 1;                // Conv and AvgPool/SumPool window
+  int sy = 1, sx = 1;                // Conv, AvgPool, SumPool stride; GaussianPool: its subsampling
+  Padding padding = Padding::Same;   // Conv: SAME/VALID/CIRCULAR; AvgPool/SumPool: SAME/VALID
   double w_std = 1.0, b_std = 0.0;   // Conv, Dense
+  bool bias = true;                  // Conv, Dense: a bias parameter exists (b_std "none": no bias)
+  bool standard = false;             // Conv, Dense: standard parameterization (else NTK)
+  int width = 0;                     // Conv, Dense: output channels (0: unknown); standard needs its input's
   double sigma = 0.0;                // GaussianPool (0: the default s / sqrt 2)
+  double a = 0, b = 0, c = 0;        // ABRelu (a, b), Erf/Sin (a, b, c), LayerNorm (eps in a)
+  int degree = 0;                    // RectMono, Monomial, Hermite
+  std::vector<double> coef;          // Polynomial: coef[m] multiplies x^m
 };
 
 struct ProgramSpec {
@@ -55,15 +68,21 @@ struct ProgramSpec {
 // ---- The compiled program --------------------------------------------------------------------------------
 enum Mode : int { kPair = 0, kSelf = 1 };  // a pair (x, y), or the per-image self recursion (x, x)
 
-// Conv or ReLU inside a stage. Resolutions are those entering / leaving the op.
+// A convolution or a pointwise op (activation, LayerNorm) inside a stage. Resolutions are those entering /
+// leaving the op.
 struct StageOp {
-  enum Kind : int { Conv = 0, Relu = 1 } kind = Conv;
+  enum Kind : int { Conv = 0, Act = 1 } kind = Conv;
   int layer = -1;                    // index in ProgramSpec::layers
   bool wrap = false;                 // Conv: CIRCULAR (wraps within a circular plane); else zero padding
   int ky = 1, kx = 1, pad_y = 0, pad_x = 0;  // Conv: window and padding before (SAME: (k-1)/2, VALID: 0)
-  double scale = 1.0, bias2 = 0.0;   // Conv: W_std^2 / (ky kx) and b_std^2
+  double scale = 1.0, bias2 = 0.0;   // Conv: S' = scale box(S) + bias2, scale = W_std^2 / (ky kx)
+  // Conv, T: NTK parameterization T' = scale box(T) + S'; standard T' = scale box(T) + t_s box(S) + t_b
+  // with t_s = fan_in / (ky kx) and t_b = 1 for a bias (neural-tangents' definition).
+  bool standard = false;
+  double t_s = 0.0, t_b = 0.0;
   int h_in = 0, w_in = 0, h_out = 0, w_out = 0;
-  int relu_slot = -1;                // Relu: index of its diagonal in Program::diags
+  ActParams act;                     // Act
+  int relu_slot = -1;                // Act: index of its diagonal in Program::diags
 };
 
 // Separable pooling along one axis: output j reads positions origin + stride*j + t with weight taps[t].
@@ -101,10 +120,13 @@ struct Stage {
 enum class Readout { None, Gap, Flatten };
 
 struct ScalarOp {
-  enum Kind : int { Dense = 0, Relu = 1 } kind = Dense;
+  enum Kind : int { Dense = 0, Act = 1 } kind = Dense;
   int layer = -1;
-  double w2 = 1.0, b2 = 0.0;
-  int relu_slot = -1;  // Relu: index into the scalar part of the self data
+  double w2 = 1.0, b2 = 0.0;   // Dense: S' = w2 S + b2
+  bool standard = false;       // Dense, T: NTK T' = w2 T + S'; standard T' = w2 T + t_s S + t_b
+  double t_s = 0.0, t_b = 0.0;
+  ActParams act;               // Act
+  int relu_slot = -1;          // Act: index into the scalar part of the self data
 };
 
 // Where each layer's state lives: resolutions in and out (-1 after the readout or for vector nets).

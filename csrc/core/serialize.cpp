@@ -43,6 +43,16 @@ Padding to_padding(const std::string& t, int line) {
   bad(line, "unknown padding " + t);
 }
 
+// W_STD B_STD|none ntk|standard WIDTH of Conv and Dense, from token k on.
+void affine_args(LayerSpec& L, const std::vector<std::string>& t, size_t k, int line) {
+  L.w_std = to_double(t[k], line);
+  L.bias = t[k + 1] != "none";
+  L.b_std = L.bias ? to_double(t[k + 1], line) : 0.0;
+  if (t[k + 2] != "ntk" && t[k + 2] != "standard") bad(line, "parameterization must be ntk or standard");
+  L.standard = t[k + 2] == "standard";
+  L.width = to_int(t[k + 3], line);
+}
+
 std::string num(double v) {
   std::ostringstream o;
   o.precision(17);
@@ -63,7 +73,7 @@ ProgramSpec parse_program(const std::string& text) {
     const std::vector<std::string> t = split(raw);
     if (t.empty() || t[0][0] == '#') continue;
     if (!header) {
-      if (t.size() != 2 || t[0] != "ntkfast-program" || t[1] != "1") bad(line, "expected 'ntkfast-program 1'");
+      if (t.size() != 2 || t[0] != "ntkfast-program" || t[1] != "2") bad(line, "expected 'ntkfast-program 2'");
       header = true;
       continue;
     }
@@ -85,19 +95,29 @@ ProgramSpec parse_program(const std::string& text) {
     }
     const OpInfo* info = op_by_token(t[0]);
     if (!info) bad(line, "unknown layer kind '" + t[0] + "'");
-    if (static_cast<int>(t.size()) != 1 + info->n_args)
-      bad(line, std::string(info->token) + " takes " + std::to_string(info->n_args) + " arguments");
+    int n_args = info->n_args;
+    if (n_args < 0) {  // a count, then that many numbers
+      if (t.size() < 2) bad(line, std::string(info->token) + " takes a count and that many numbers");
+      n_args = 1 + to_int(t[1], line);
+    }
+    if (static_cast<int>(t.size()) != 1 + n_args)
+      bad(line, std::string(info->token) + " takes " + std::to_string(n_args) + " arguments");
     LayerSpec L;
     L.kind = info->kind;
     switch (info->kind) {
       case OpKind::Conv:
         L.ky = to_int(t[1], line);
         L.kx = to_int(t[2], line);
-        L.padding = to_padding(t[3], line);
-        L.w_std = to_double(t[4], line);
-        L.b_std = to_double(t[5], line);
+        L.sy = to_int(t[3], line);
+        L.sx = to_int(t[4], line);
+        L.padding = to_padding(t[5], line);
+        affine_args(L, t, 6, line);
+        break;
+      case OpKind::Dense:
+        affine_args(L, t, 1, line);
         break;
       case OpKind::AvgPool:
+      case OpKind::SumPool:
         L.ky = to_int(t[1], line);
         L.kx = to_int(t[2], line);
         L.sy = to_int(t[3], line);
@@ -108,12 +128,32 @@ ProgramSpec parse_program(const std::string& text) {
         L.sy = L.sx = to_int(t[1], line);
         L.sigma = to_double(t[2], line);
         break;
-      case OpKind::Dense:
-        L.w_std = to_double(t[1], line);
-        L.b_std = to_double(t[2], line);
+      case OpKind::ABRelu:
+        L.a = to_double(t[1], line);
+        L.b = to_double(t[2], line);
+        break;
+      case OpKind::Erf:
+      case OpKind::Sin:
+        L.a = to_double(t[1], line);
+        L.b = to_double(t[2], line);
+        L.c = to_double(t[3], line);
+        break;
+      case OpKind::LayerNorm:
+        L.a = to_double(t[1], line);
+        break;
+      case OpKind::RectMono:
+      case OpKind::Monomial:
+      case OpKind::Hermite:
+        L.degree = to_int(t[1], line);
+        break;
+      case OpKind::Polynomial:
+        for (size_t k = 2; k < t.size(); ++k) L.coef.push_back(to_double(t[k], line));
         break;
       case OpKind::Relu:
+      case OpKind::Gelu:
+      case OpKind::Sign:
       case OpKind::GlobalAvgPool:
+      case OpKind::GlobalSumPool:
       case OpKind::Flatten:
         break;
     }
@@ -125,26 +165,51 @@ ProgramSpec parse_program(const std::string& text) {
 
 std::string format_program(const ProgramSpec& spec) {
   std::ostringstream o;
-  o << "ntkfast-program 1\n";
+  o << "ntkfast-program 2\n";
   if (spec.spatial) o << "input image " << spec.H << " " << spec.W << " " << spec.C << "\n";
   else o << "input vector " << spec.C << "\n";
   for (const LayerSpec& L : spec.layers) {
     o << op_info(L.kind).token;
+    const std::string affine = " " + num(L.w_std) + " " + (L.bias ? num(L.b_std) : std::string("none")) + " " +
+                               (L.standard ? "standard" : "ntk") + " " + std::to_string(L.width);
     switch (L.kind) {
       case OpKind::Conv:
-        o << " " << L.ky << " " << L.kx << " " << padding_name(L.padding) << " " << num(L.w_std) << " " << num(L.b_std);
+        o << " " << L.ky << " " << L.kx << " " << L.sy << " " << L.sx << " " << padding_name(L.padding) << affine;
+        break;
+      case OpKind::Dense:
+        o << affine;
         break;
       case OpKind::AvgPool:
+      case OpKind::SumPool:
         o << " " << L.ky << " " << L.kx << " " << L.sy << " " << L.sx << " " << padding_name(L.padding);
         break;
       case OpKind::GaussianPool:
         o << " " << L.sy << " " << num(L.sigma);
         break;
-      case OpKind::Dense:
-        o << " " << num(L.w_std) << " " << num(L.b_std);
+      case OpKind::ABRelu:
+        o << " " << num(L.a) << " " << num(L.b);
+        break;
+      case OpKind::Erf:
+      case OpKind::Sin:
+        o << " " << num(L.a) << " " << num(L.b) << " " << num(L.c);
+        break;
+      case OpKind::LayerNorm:
+        o << " " << num(L.a);
+        break;
+      case OpKind::RectMono:
+      case OpKind::Monomial:
+      case OpKind::Hermite:
+        o << " " << L.degree;
+        break;
+      case OpKind::Polynomial:
+        o << " " << L.coef.size();
+        for (double c : L.coef) o << " " << num(c);
         break;
       case OpKind::Relu:
+      case OpKind::Gelu:
+      case OpKind::Sign:
       case OpKind::GlobalAvgPool:
+      case OpKind::GlobalSumPool:
       case OpKind::Flatten:
         break;
     }

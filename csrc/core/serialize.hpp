@@ -1,15 +1,17 @@
 // The one text form of a layer program, written by ntkfast.arch (Arch.program_text) and read here by the
 // bindings and by the CUDA emulation test alike:
 //
-//   ntkfast-program 1
+//   ntkfast-program 2
 //   input image H W C          (or: input vector D)
-//   conv KY KX SAME|VALID|CIRCULAR W_STD B_STD
-//   relu
-//   avgpool PY PX SY SX SAME|VALID
+//   conv KY KX SY SX SAME|VALID|CIRCULAR W_STD B_STD|none ntk|standard WIDTH
+//   dense W_STD B_STD|none ntk|standard WIDTH          (WIDTH: output channels, 0 if unknown)
+//   relu | gelu | sign
+//   abrelu A B | erf A B C | sin A B C | rectmono N | monomial N | hermite N
+//   polynomial K C0 .. C(K-1)   (C_m multiplies x^m)
+//   layernorm EPS
+//   avgpool PY PX SY SX SAME|VALID | sumpool PY PX SY SX SAME|VALID
 //   gaussianpool S SIGMA       (SIGMA 0: the default S / sqrt 2)
-//   globalavgpool
-//   flatten
-//   dense W_STD B_STD
+//   globalavgpool | globalsumpool | flatten
 //
 // one layer per line, in order; numbers in decimal (Python's repr round-trips exactly through strtod).
 #pragma once

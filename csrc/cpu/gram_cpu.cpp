@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/math.hpp"
+#include "core/activations.hpp"
 
 #ifdef NTKFAST_HAVE_OPENMP
 #include <omp.h>
@@ -236,10 +236,15 @@ class Engine {
     for (const ScalarOp& op : P_.scalar) {
       switch (op.kind) {
         case ScalarOp::Dense:
-          s = static_cast<T>(op.w2) * s + static_cast<T>(op.b2);
-          t = static_cast<T>(op.w2) * t + s;
+          if (op.standard) {
+            t = static_cast<T>(op.w2) * t + static_cast<T>(op.t_s) * s + static_cast<T>(op.t_b);
+            s = static_cast<T>(op.w2) * s + static_cast<T>(op.b2);
+          } else {
+            s = static_cast<T>(op.w2) * s + static_cast<T>(op.b2);
+            t = static_cast<T>(op.w2) * t + s;
+          }
           break;
-        case ScalarOp::Relu: {
+        case ScalarOp::Act: {
           T px, py;
           if (self_) {
             self_out[l][P_.scalar_offset + op.relu_slot] = s;
@@ -248,7 +253,7 @@ class Engine {
             px = scal_x_[op.relu_slot * L + l];
             py = scal_y_[op.relu_slot * L + l];
           }
-          relu_step(s, t, px, py);
+          act_step(op.act, s, t, px, py);
           break;
         }
       }
@@ -280,8 +285,8 @@ class Engine {
           if (oy.len <= 0 || ox.len <= 0) return;  // the plane leaves the state: it contributes nothing
           T* S2 = (S == s0_.data()) ? s1_.data() : s0_.data();
           T* T2 = (Tt == t0_.data()) ? t1_.data() : t0_.data();
-          // A ReLU right after the conv runs on each output row while it is still in L1.
-          const bool fuse = k + 1 < st.ops.size() && st.ops[k + 1].kind == StageOp::Relu;
+          // A pointwise op right after the conv runs on each output row while it is still in L1.
+          const bool fuse = k + 1 < st.ops.size() && st.ops[k + 1].kind == StageOp::Act;
           const Bound by{op.wrap, segment_break(sy.len, dy, circ)}, bx{op.wrap, segment_break(sx.len, dx, circ)};
           conv(op, fuse ? &st.ops[k + 1] : nullptr, dy, dx, sy, sx, oy, ox, by, bx, S, Tt, S2, T2);
           if (fuse) ++k;
@@ -291,9 +296,9 @@ class Engine {
           sx = ox;
           break;
         }
-        case StageOp::Relu:
+        case StageOp::Act:
           for (int i = 0; i < sy.len; ++i)
-            relu_row(op, dy, dx, sy, sx, i, S + static_cast<size_t>(i) * sx.len * L,
+            act_row(op, dy, dx, sy, sx, i, S + static_cast<size_t>(i) * sx.len * L,
                      Tt + static_cast<size_t>(i) * sx.len * L);
           break;
       }
@@ -369,9 +374,9 @@ class Engine {
   }
 
   // Box sum of a ky x kx window (separable) with the boundary of each axis, then S' = scale * box(S) + b^2,
-  // T' = scale * box(T) + S'. With `relu` (the op that follows) each output row goes through the ReLU while
-  // it is still in L1.
-  void conv(const StageOp& op, const StageOp* relu, int dy, int dx, Span sy, Span sx, Span oy, Span ox, Bound by,
+  // T' = scale * box(T) + S' (standard parameterization: + t_s box(S) + t_b instead of S'). With `act` (the
+  // pointwise op that follows) each output row goes through it while it is still in L1.
+  void conv(const StageOp& op, const StageOp* act, int dy, int dx, Span sy, Span sx, Span oy, Span ox, Bound by,
             Bound bx, const T* S, const T* Tt, T* S2, T* T2) {
     const int ly = sy.len, lx = sx.len, loy = oy.len, lox = ox.len, nrow = lox * L;
     T* hs = hs_.data();
@@ -402,7 +407,7 @@ class Engine {
         ps = in ? hs + static_cast<size_t>(r) * nrow : zero;
         pt = in ? ht + static_cast<size_t>(r) * nrow : zero;
       };
-      if (op.ky == 3) {  // the common case in one pass: same sums, same order as the general loop
+      if (op.ky == 3 && !op.standard) {  // the common case in one pass: same sums, same order as the general loop
         const T* rs[3];
         const T* rt[3];
         for (int a = 0; a < 3; ++a) source(a, rs[a], rt[a]);
@@ -423,12 +428,20 @@ class Engine {
             }
           }
         }
-        for (int e = 0; e < nrow; ++e) {
-          os[e] = scale * os[e] + bias2;
-          ot[e] = scale * ot[e] + os[e];
+        if (op.standard) {
+          const T ts = static_cast<T>(op.t_s), tb = static_cast<T>(op.t_b);
+          for (int e = 0; e < nrow; ++e) {
+            ot[e] = scale * ot[e] + ts * os[e] + tb;
+            os[e] = scale * os[e] + bias2;
+          }
+        } else {
+          for (int e = 0; e < nrow; ++e) {
+            os[e] = scale * os[e] + bias2;
+            ot[e] = scale * ot[e] + os[e];
+          }
         }
       }
-      if (relu) relu_row(*relu, dy, dx, oy, ox, i, os, ot);
+      if (act) act_row(*act, dy, dx, oy, ox, i, os, ot);
     }
   }
 
@@ -449,9 +462,9 @@ class Engine {
     for (int e = 0; e < n; ++e) ot[e] = scale * ((t0[e] + t1[e]) + t2[e]) + os[e];
   }
 
-  // ReLU on row i of a plane (in place). In self mode the d = 0 plane first records its pre-activation
-  // values: the diagonal S(x,x)[u,u] that every pair's ReLU at this layer reads.
-  void relu_row(const StageOp& op, int dy, int dx, Span sy, Span sx, int i, T* ps, T* pt) {
+  // A pointwise op on row i of a plane (in place). In self mode the d = 0 plane first records its input
+  // values: the diagonal S(x,x)[u,u] that every pair's op at this layer reads.
+  void act_row(const StageOp& op, int dy, int dx, Span sy, Span sx, int i, T* ps, T* pt) {
     const DiagSlot& slot = P_.diags[op.relu_slot];
     const int tf = tiling(slot.circular), H = op.h_in, W = op.w_in, SW = tf * W;
     if (self_ && dy == 0 && dx == 0) {
@@ -463,7 +476,12 @@ class Engine {
     }
     const T* px = dgx_[op.relu_slot] + (static_cast<size_t>(sy.start + i) * SW + sx.start) * L;
     const T* py = dgy_[op.relu_slot] + (static_cast<size_t>(sy.start + i + dy) * SW + sx.start + dx) * L;
-    for (int j = 0; j < sx.len * L; ++j) relu_step(ps[j], pt[j], px[j], py[j]);
+    const int n = sx.len * L;
+    const ActParams& A = op.act;
+    // One lane loop per kind (the switch is outside the loop, so each loop vectorizes).
+    visit_act(A.kind, [&](auto act) {
+      for (int j = 0; j < n; ++j) decltype(act)::step(A, ps[j], pt[j], px[j], py[j]);
+    });
   }
 
   // Adds one linear segment (gy x gx) of a plane of stage s, whose buffer holds positions sy x sx, to every

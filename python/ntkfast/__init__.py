@@ -9,8 +9,9 @@ scikit-learn), ``nf.data``, ``nf.krr_stream``, ``nf.distributed`` (needs dask.di
 """
 import importlib as _importlib
 
-from .arch import (Arch, AvgPool, Conv, Dense, Flatten, GaussianPool, GlobalAvgPool, Layer, ReLU,  # noqa: F401
-                   serial)
+from .arch import (ABRelu, Abs, Arch, AvgPool, Conv, Cos, Dense, Erf, Flatten, GaussianPool,  # noqa: F401
+                   Gelu, GlobalAvgPool, GlobalSumPool, Hermite, Layer, LayerNorm, LeakyRelu, Monomial, Polynomial,
+                   RectifiedMonomial, ReLU, Sign, Sin, SumPool, serial)
 from .inputs import Kernels  # noqa: F401
 from . import presets, reference  # noqa: F401
 

@@ -16,10 +16,14 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-__all__ = ["Layer", "Conv", "ReLU", "AvgPool", "GaussianPool", "GlobalAvgPool", "Flatten", "Dense",
-           "serial", "Arch", "Plan", "LayerShape"]
+__all__ = ["Layer", "Conv", "Dense", "ReLU", "ABRelu", "LeakyRelu", "Abs", "RectifiedMonomial", "Erf", "Gelu",
+           "Sin", "Cos", "Monomial", "Hermite", "Polynomial", "Sign", "LayerNorm", "AvgPool", "SumPool",
+           "GaussianPool", "GlobalAvgPool", "GlobalSumPool", "Flatten", "serial", "Arch", "Plan", "LayerShape"]
 
 _PADDINGS = ("SAME", "VALID", "CIRCULAR")
+_PARAMETERIZATIONS = ("ntk", "standard")
+MAX_POLY_DEGREE = 8      # csrc/core/activations.hpp: kMaxPolyDegree
+MAX_RECT_DEGREE = 4      # kMaxRectDegree
 
 
 def _pair(value, name, layer, minimum=1):
@@ -49,19 +53,60 @@ def _num(v):
     return repr(float(v))  # shortest text that strtod reads back exactly
 
 
+def _any_real(value, name, layer):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{layer}: {name} must be a real number; got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{layer}: {name} must be finite; got {value!r}")
+    return v
+
+
+def _degree(value, layer, maximum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{layer}: degree must be an int; got {value!r}")
+    if not 0 <= value <= maximum:
+        raise ValueError(f"{layer}: degree must be in 0..{maximum}; got {value!r}")
+    return int(value)
+
+
+def _affine_init(self, name):
+    """Shared checks of Conv and Dense: W_std > 0, b_std >= 0 or None (no bias), parameterization, width."""
+    object.__setattr__(self, "W_std", _real(self.W_std, "W_std", name, positive=True))
+    if self.b_std is not None:
+        object.__setattr__(self, "b_std", _real(self.b_std, "b_std", name, positive=False))
+    if self.parameterization not in _PARAMETERIZATIONS:
+        raise ValueError(f"{name}: parameterization must be 'ntk' or 'standard'; got {self.parameterization!r}")
+    if self.width is not None and (isinstance(self.width, bool) or not isinstance(self.width, numbers.Integral)
+                                   or self.width < 1):
+        raise ValueError(f"{name}: width must be a positive int (the output channels) or None; got {self.width!r}")
+
+
+def _affine_args(self):
+    b = "none" if self.b_std is None else _num(self.b_std)
+    return [_num(self.W_std), b, self.parameterization, self.width or 0]
+
+
 class Layer:
     """Base class of all layers (immutable value objects).
 
     Class attributes: ``spatial`` (acts on images, before the readout), ``readout`` (turns an image state
     into a scalar one), ``affine`` (its output is a Gaussian pre-activation: Conv, Dense), ``nonlinear``
-    (an activation, which needs a Gaussian input), ``_token`` (its name in the text form).
+    (an activation: it needs a Gaussian input and its output is not Gaussian), ``needs_gaussian`` (needs a
+    Gaussian input, and keeps it: LayerNorm), ``_token`` (its name in the text form).
     """
 
     spatial = False
     readout = False
     affine = False
     nonlinear = False
+    needs_gaussian = False
     _token = None
+
+    @property
+    def homogeneous(self):
+        """Whether K(a x, b y) = a b K(x, y) for a, b > 0 through this layer (used to rescale float32 inputs)."""
+        return False
 
     def _args(self):
         """The arguments of this layer in the text form (csrc/core/serialize.hpp)."""
@@ -74,27 +119,41 @@ class Conv(Layer):
 
     ``k`` is an int or ``(kh, kw)``; ``padding`` is 'SAME' (zeros, JAX's split ``lo = (k-1)//2``),
     'VALID' (output shrinks by k-1) or 'CIRCULAR' (wrap-around, same split as SAME). Paddings may be mixed
-    freely within a net: each convolution applies its own.
+    freely within a net: each convolution applies its own. ``stride`` (int or pair, default 1): the
+    convolution is followed by subsampling, as ``stax.Conv(..., strides=...)`` (SAME/CIRCULAR padding then
+    follows JAX for the strided output: ``ceil(n / s)`` positions). ``b_std=None``: no bias.
+
+    ``parameterization='standard'`` (neural-tangents' definition, Sohl-Dickstein et al. 2020): ``S`` as above,
+    ``T' = W_std^2/(kh kw) sum_v T + fan_in/(kh kw) sum_v S + [1 if a bias]`` with ``fan_in = C_in kh kw``: it
+    needs the channel count of its input, the input's for a first layer, else the ``width`` (output channels)
+    of the Conv or Dense before it.
     """
 
     k: object = 3
     W_std: float = 2 ** 0.5
-    b_std: float = 0.0
+    b_std: Optional[float] = 0.0
     padding: str = "SAME"
+    stride: object = 1
+    parameterization: str = "ntk"
+    width: Optional[int] = None
     spatial = True
     affine = True
     _token = "conv"
 
     def __post_init__(self):
         object.__setattr__(self, "k", _pair(self.k, "k", "Conv"))
-        object.__setattr__(self, "W_std", _real(self.W_std, "W_std", "Conv", positive=True))
-        object.__setattr__(self, "b_std", _real(self.b_std, "b_std", "Conv", positive=False))
+        object.__setattr__(self, "stride", _pair(self.stride, "stride", "Conv"))
         if not isinstance(self.padding, str) or self.padding.upper() not in _PADDINGS:
             raise ValueError(f"Conv: padding must be one of {_PADDINGS}; got {self.padding!r}")
         object.__setattr__(self, "padding", self.padding.upper())
+        _affine_init(self, "Conv")
+
+    @property
+    def homogeneous(self):
+        return not self.b_std and self.parameterization == "ntk"
 
     def _args(self):
-        return [self.k[0], self.k[1], self.padding, _num(self.W_std), _num(self.b_std)]
+        return [self.k[0], self.k[1], self.stride[0], self.stride[1], self.padding] + _affine_args(self)
 
 
 @dataclass(frozen=True)
@@ -106,9 +165,187 @@ class ReLU(Layer):
 
     nonlinear = True
     _token = "relu"
+    homogeneous = True
 
     def _args(self):
         return []
+
+
+class _Activation(Layer):
+    """An activation: needs a Gaussian input (a Conv or Dense before it, possibly through pooling or a readout)."""
+
+    nonlinear = True
+
+    def _args(self):
+        return []
+
+
+@dataclass(frozen=True)
+class ABRelu(_Activation):
+    """``a min(x, 0) + b max(x, 0)`` (neural-tangents' ``ABRelu``): ``S' = (a-b)^2/(2 pi) n sin(theta) + dot S``,
+    ``T' = dot T`` with ``dot = (a^2 + b^2)/2 - (a-b)^2 theta / (2 pi)``. ``LeakyRelu(alpha)`` is
+    ``ABRelu(alpha, 1)``, ``Abs()`` is ``ABRelu(-1, 1)``, ``ABRelu(0, 1)`` equals ``ReLU()``."""
+
+    a: float = 0.0
+    b: float = 1.0
+    _token = "abrelu"
+    homogeneous = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "a", _any_real(self.a, "a", "ABRelu"))
+        object.__setattr__(self, "b", _any_real(self.b, "b", "ABRelu"))
+        if self.a == 0.0 and self.b == 0.0:
+            raise ValueError("ABRelu: a = b = 0 is the zero function; give a nonzero slope")
+
+    def _args(self):
+        return [_num(self.a), _num(self.b)]
+
+
+def LeakyRelu(alpha):
+    """``alpha min(x, 0) + max(x, 0)``: ``ABRelu(alpha, 1)``."""
+    return ABRelu(_any_real(alpha, "alpha", "LeakyRelu"), 1.0)
+
+
+def Abs():
+    """``|x|``: ``ABRelu(-1, 1)``."""
+    return ABRelu(-1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class RectifiedMonomial(_Activation):
+    """``(x >= 0) x^degree``, degree 0..4: the arc-cosine kernel of that degree (Cho & Saul 2009); degree 1 is
+    ReLU. The NTK of degree 0 (a step) is 0, as in neural-tangents."""
+
+    degree: int = 1
+    _token = "rectmono"
+
+    def __post_init__(self):
+        object.__setattr__(self, "degree", _degree(self.degree, "RectifiedMonomial", MAX_RECT_DEGREE))
+
+    def _args(self):
+        return [self.degree]
+
+
+@dataclass(frozen=True)
+class Erf(_Activation):
+    """``a erf(b x) + c``: ``S' = a^2 (2/pi) arcsin(2 b^2 S / sqrt((1 + 2 b^2 S_xx)(1 + 2 b^2 S_yy))) + c^2``."""
+
+    a: float = 1.0
+    b: float = 1.0
+    c: float = 0.0
+    _token = "erf"
+
+    def __post_init__(self):
+        for n in ("a", "b", "c"):
+            object.__setattr__(self, n, _any_real(getattr(self, n), n, "Erf"))
+
+    def _args(self):
+        return [_num(self.a), _num(self.b), _num(self.c)]
+
+
+@dataclass(frozen=True)
+class Gelu(_Activation):
+    """``x Phi(x)`` (neural-tangents' ``Gelu``; ``approximate`` changes only finite networks, as there)."""
+
+    approximate: bool = False
+    _token = "gelu"
+
+
+@dataclass(frozen=True)
+class Sin(_Activation):
+    """``a sin(b x + c)``: ``S' = a^2/2 (exp(b^2 (S - (S_xx+S_yy)/2)) - exp(-b^2 (S + (S_xx+S_yy)/2)) cos 2c)``."""
+
+    a: float = 1.0
+    b: float = 1.0
+    c: float = 0.0
+    _token = "sin"
+
+    def __post_init__(self):
+        for n in ("a", "b", "c"):
+            object.__setattr__(self, n, _any_real(getattr(self, n), n, "Sin"))
+
+    def _args(self):
+        return [_num(self.a), _num(self.b), _num(self.c)]
+
+
+def Cos(a=1.0, b=1.0, c=0.0):
+    """``a cos(b x + c)``: ``Sin(a, b, c + pi/2)``."""
+    return Sin(a, b, _any_real(c, "c", "Cos") + math.pi / 2)
+
+
+@dataclass(frozen=True)
+class Monomial(_Activation):
+    """``x^degree``, degree 0..8 (neural-tangents allows 0..5)."""
+
+    degree: int = 1
+    _token = "monomial"
+
+    def __post_init__(self):
+        object.__setattr__(self, "degree", _degree(self.degree, "Monomial", MAX_POLY_DEGREE))
+
+    def _args(self):
+        return [self.degree]
+
+
+@dataclass(frozen=True)
+class Hermite(_Activation):
+    """``He_degree(x) / sqrt(degree!)`` (probabilists' Hermite polynomial, unit norm under N(0, 1)), degree 0..8.
+
+    Exact for any input variance: ``E[h(u) h(v)]`` by the Hermite expansion. neural-tangents' ``Hermite``
+    assumes unit-variance inputs (its kernel is ``S^degree``); the two agree there."""
+
+    degree: int = 1
+    _token = "hermite"
+
+    def __post_init__(self):
+        object.__setattr__(self, "degree", _degree(self.degree, "Hermite", MAX_POLY_DEGREE))
+
+    def _args(self):
+        return [self.degree]
+
+
+@dataclass(frozen=True)
+class Polynomial(_Activation):
+    """``coef[0] + coef[1] x + ... + coef[n] x^n`` (numpy's order), degree up to 8."""
+
+    coef: tuple = (0.0, 1.0)
+    _token = "polynomial"
+
+    def __post_init__(self):
+        if isinstance(self.coef, (str, bytes)) or not hasattr(self.coef, "__len__"):
+            raise TypeError(f"Polynomial: coef must be a sequence of numbers; got {self.coef!r}")
+        c = tuple(_any_real(v, "every coefficient", "Polynomial") for v in self.coef)
+        if not 1 <= len(c) <= MAX_POLY_DEGREE + 1:
+            raise ValueError(f"Polynomial: coef must have 1 to {MAX_POLY_DEGREE + 1} entries; got {len(c)}")
+        object.__setattr__(self, "coef", c)
+
+    def _args(self):
+        return [len(self.coef)] + [_num(v) for v in self.coef]
+
+
+@dataclass(frozen=True)
+class Sign(_Activation):
+    """``sign(x)``: NNGP ``S' = 1 - 2 theta / pi``. Its derivative is 0 almost everywhere, so the NTK through a
+    Sign is 0 (only layers after it contribute), as neural-tangents defines it."""
+
+    _token = "sign"
+
+
+@dataclass(frozen=True)
+class LayerNorm(Layer):
+    """Normalization over the channel axis at each position (neural-tangents' ``LayerNorm(axis=-1)``), on images
+    and vectors: ``S'[u,u'] = S[u,u'] / sqrt((eps + S_xx[u,u]) (eps + S_yy[u',u']))``, T likewise. Needs a
+    Gaussian input and keeps it."""
+
+    eps: float = 1e-12
+    needs_gaussian = True
+    _token = "layernorm"
+
+    def __post_init__(self):
+        object.__setattr__(self, "eps", _real(self.eps, "eps", "LayerNorm", positive=False))
+
+    def _args(self):
+        return [_num(self.eps)]
 
 
 @dataclass(frozen=True)
@@ -133,8 +370,17 @@ class AvgPool(Layer):
             raise ValueError(f"AvgPool: padding must be 'SAME' or 'VALID'; got {self.padding!r}")
         object.__setattr__(self, "padding", self.padding.upper())
 
+    homogeneous = True
+
     def _args(self):
         return [self.p[0], self.p[1], self.stride[0], self.stride[1], self.padding]
+
+
+@dataclass(frozen=True)
+class SumPool(AvgPool):
+    """Sum pooling over p x p windows (``stax.SumPool``): AvgPool times the window size p_h p_w."""
+
+    _token = "sumpool"
 
 
 @dataclass(frozen=True)
@@ -150,6 +396,7 @@ class GaussianPool(Layer):
     sigma: Optional[float] = None
     spatial = True
     _token = "gaussianpool"
+    homogeneous = True
 
     def __post_init__(self):
         if isinstance(self.stride, bool) or not isinstance(self.stride, numbers.Integral) or self.stride < 1:
@@ -168,9 +415,17 @@ class GlobalAvgPool(Layer):
 
     readout = True
     _token = "globalavgpool"
+    homogeneous = True
 
     def _args(self):
         return []
+
+
+@dataclass(frozen=True)
+class GlobalSumPool(GlobalAvgPool):
+    """Readout: ``K = sum over all (u, u')`` of the state (``stax.GlobalSumPool``)."""
+
+    _token = "globalsumpool"
 
 
 @dataclass(frozen=True)
@@ -179,6 +434,7 @@ class Flatten(Layer):
 
     readout = True
     _token = "flatten"
+    homogeneous = True
 
     def _args(self):
         return []
@@ -189,19 +445,26 @@ class Dense(Layer):
     """Fully-connected layer: ``S' = W_std^2 S + b_std^2``, ``T' = W_std^2 T + S'``.
 
     The default (W_std=1, b_std=0) is the readout of neural-tangents' ``stax.Dense(1)``: it adds S to T.
+    ``b_std=None``: no bias. ``parameterization='standard'``: ``T' = W_std^2 T + fan_in S + [1 if a bias]``
+    with fan_in the input's features (after Flatten: positions times channels), as in :class:`Conv`.
     """
 
     W_std: float = 1.0
-    b_std: float = 0.0
+    b_std: Optional[float] = 0.0
+    parameterization: str = "ntk"
+    width: Optional[int] = None
     affine = True
     _token = "dense"
 
     def __post_init__(self):
-        object.__setattr__(self, "W_std", _real(self.W_std, "W_std", "Dense", positive=True))
-        object.__setattr__(self, "b_std", _real(self.b_std, "b_std", "Dense", positive=False))
+        _affine_init(self, "Dense")
+
+    @property
+    def homogeneous(self):
+        return not self.b_std and self.parameterization == "ntk"
 
     def _args(self):
-        return [_num(self.W_std), _num(self.b_std)]
+        return _affine_args(self)
 
 
 @dataclass(frozen=True)
@@ -260,14 +523,15 @@ def _check_structure(layers):
     for i, l in enumerate(layers):
         if l.affine:
             gaussian = True
-        elif l.nonlinear:
+        elif l.nonlinear or l.needs_gaussian:
             if not gaussian:
                 raise ValueError(
                     f"serial: layer {i} ({type_name(l)}) needs a Gaussian input, the output of a Conv or Dense "
                     f"layer (possibly through pooling or a readout), but it gets {source}; put a Conv or Dense "
                     f"before it")
-            gaussian = False
-            source = f"the output of layer {i} ({type_name(l)})"
+            if l.nonlinear:
+                gaussian = False
+                source = f"the output of layer {i} ({type_name(l)})"
 
 
 @dataclass(frozen=True)
@@ -291,6 +555,12 @@ class Arch:
     def convolutional(self):
         return any(l.spatial or l.readout for l in self.layers)
 
+    @property
+    def homogeneous(self):
+        """K(a x, b y) = a b K(x, y) for a, b > 0: every layer is (bias-free NTK-parameterized Conv/Dense,
+        ReLU/ABRelu, poolings, readouts)."""
+        return all(l.homogeneous for l in self.layers)
+
     def __repr__(self):
         return "serial(" + ", ".join(repr(l) for l in self.layers) + ")"
 
@@ -299,7 +569,7 @@ class Arch:
         and the CUDA emulation read (csrc/core/serialize.hpp)."""
         shape = _input_shape(self, input_shape)
         head = f"input image {shape[0]} {shape[1]} {shape[2]}" if self.convolutional else f"input vector {shape[0]}"
-        lines = ["ntkfast-program 1", head]
+        lines = ["ntkfast-program 2", head]
         lines += [" ".join([l._token] + [str(a) for a in l._args()]) for l in self.layers]
         return "\n".join(lines) + "\n"
 

@@ -1,4 +1,4 @@
-"""Float64 numpy reference: the layer rules of DESIGN section 1 applied literally on the full state.
+"""Float64 numpy reference: the layer rules of docs/layers.md applied literally on the full state.
 
 For a pair of images the state is the full ``(H, W, H, W)`` array of S[u, u'] (and T); the per-image
 self states that feed the ReLU norms are computed by the same recursion on (x, x). Slow (O((HW)^2) memory
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arch import AvgPool, Conv, Dense, Flatten, GaussianPool, GlobalAvgPool, ReLU
+from .arch import (ABRelu, AvgPool, Conv, Dense, Erf, Flatten, GaussianPool, Gelu, GlobalAvgPool, GlobalSumPool,
+                   Hermite, LayerNorm, Monomial, Polynomial, RectifiedMonomial, ReLU, Sign, Sin, SumPool)
 from .inputs import Kernels, check_inputs, check_kind
 
 __all__ = ["gram", "pair", "fc_closed_form", "angle_error_bound", "kappa0", "kappa1"]
@@ -27,20 +28,26 @@ def kappa1(r):
 
 
 def _conv(S, layer):
+    """Box average of the window over both positions (S[u+v, u'+v]), the layer's padding, then its stride."""
     ky, kx = layer.k
+    sy, sx = layer.stride
+    n_y, n_x = S.shape[0], S.shape[1]
     if layer.padding == "VALID":
         P = S
-        ho, wo = S.shape[0] - ky + 1, S.shape[1] - kx + 1
-    else:
-        ly, lx = (ky - 1) // 2, (kx - 1) // 2
-        pads = [(ly, ky - 1 - ly), (lx, kx - 1 - lx)] * 2
+        oy, ox = (n_y - ky) // sy + 1, (n_x - kx) // sx + 1
+    else:  # SAME / CIRCULAR: ceil(n / s) outputs, the padding split as JAX does (smaller half before)
+        oy, ox = -(-n_y // sy), -(-n_x // sx)
+        py = max((oy - 1) * sy + ky - n_y, 0)
+        px = max((ox - 1) * sx + kx - n_x, 0)
+        pads = [(py // 2, py - py // 2), (px // 2, px - px // 2)] * 2
         P = np.pad(S, pads, mode="wrap" if layer.padding == "CIRCULAR" else "constant")
-        ho, wo = S.shape[0], S.shape[1]
-    out = np.zeros((ho, wo, ho, wo))
+    out = np.zeros((oy, ox, oy, ox))
+    ys, xs = slice(0, sy * (oy - 1) + 1, sy), slice(0, sx * (ox - 1) + 1, sx)
     for a in range(ky):
         for b in range(kx):
-            out += P[a:a + ho, b:b + wo, a:a + ho, b:b + wo]
-    return out * (layer.W_std ** 2 / (ky * kx))
+            Q = P[a:, b:, a:, b:]
+            out += Q[ys, xs, ys, xs]
+    return out / (ky * kx)
 
 
 def _pool_matrix(layer, axis, n):
@@ -63,7 +70,8 @@ def _pool_matrix(layer, axis, n):
             n_out = -(-n // s)
             lo = max((n_out - 1) * s + p - n, 0) // 2
             starts = [j * s - lo for j in range(n_out)]
-        rows = [{a + t: 1.0 / p for t in range(p)} for a in starts]
+        w = 1.0 if isinstance(layer, SumPool) else 1.0 / p
+        rows = [{a + t: w for t in range(p)} for a in starts]
     A = np.zeros((len(rows), n))
     for j, taps in enumerate(rows):
         for i, w in taps.items():
@@ -78,26 +86,106 @@ def _pool(S, layer):
     return np.einsum("ai,bj,ck,dl,ijkl->abcd", Ay, Ax, Ay, Ax, S, optimize=True)
 
 
-def _relu(S, T, nx, ny, E=None, delta=0.0):
-    n2 = np.multiply.outer(nx, ny)
-    n = np.sqrt(n2)
-    theta = np.arctan2(np.sqrt(np.maximum(n2 - S * S, 0.0)), S)
-    S_new = (n * np.sin(theta) + (np.pi - theta) * S) / (2 * np.pi)
-    T_new = T * (np.pi - theta) / (2 * np.pi)
-    if E is not None:
-        # An error delta in rho moves the angle by delta / sqrt(1 - rho^2), at most sqrt(2 delta) where rho is
-        # near +-1; T' = T (pi - theta) / 2 pi moves by |T| d_theta / 2 pi. (S' is flat in theta there.)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rho = np.where(n > 0, S / np.where(n > 0, n, 1.0), 0.0)
-            dth = np.minimum(delta / np.sqrt(np.maximum(1.0 - rho * rho, 1e-300)), np.sqrt(2.0 * delta))
-        E = E * (np.pi - theta) / (2 * np.pi) + np.abs(T) * np.where(n > 0, dth, 0.0) / (2 * np.pi)
-    return S_new, T_new, E
+def _arccos_j(n, theta):
+    """Cho & Saul's J_n(theta), from J_n = (-1)^n sin^(2n+1) (1/sin d/dtheta)^n ((pi - theta) / sin), written out."""
+    c, sn, ph = np.cos(theta), np.sin(theta), np.pi - theta
+    return [ph,
+            sn + ph * c,
+            3 * sn * c + ph * (1 + 2 * c ** 2),
+            4 * sn ** 3 + 15 * sn * c ** 2 + ph * (9 * sn ** 2 * c + 15 * c ** 3),
+            sn * c * (55 + 50 * c ** 2) + ph * (9 + 72 * c ** 2 + 24 * c ** 4)][n]
+
+
+def _poly_moment(c1, c2, S, px, py):
+    """E[p1(u) p2(v)] for Gaussian (u, v) with variances px, py and covariance S (elementwise arrays), by
+    v = (S/px) u + w, w independent of u: E[u^i v^j] = sum_k C(j, k) (S/px)^k E[u^(i+k)] E[w^(j-k)]."""
+    from math import comb
+
+    def gauss_moment(m, var):  # E[z^m], z ~ N(0, var)
+        if m % 2:
+            return np.zeros_like(var)
+        return np.prod(np.arange(m - 1, 0, -2), dtype=float) * var ** (m // 2)
+    safe = np.where(px > 0, px, 1.0)
+    beta = np.where(px > 0, S / safe, 0.0)
+    wvar = np.maximum(py - beta * S, 0.0)
+    out = np.zeros(np.broadcast(S, px, py).shape)
+    for i, ci in enumerate(c1):
+        for j, cj in enumerate(c2):
+            if ci == 0 or cj == 0:
+                continue
+            e = sum(comb(j, k) * beta ** k * gauss_moment(i + k, px) * gauss_moment(j - k, wvar) for k in range(j + 1))
+            out = out + ci * cj * e
+    return out
+
+
+def _poly_coef(layer):
+    if isinstance(layer, Monomial):
+        return [0.0] * layer.degree + [1.0]
+    if isinstance(layer, Hermite):
+        from math import factorial
+        return list(np.polynomial.hermite_e.herme2poly([0] * layer.degree + [1]) / np.sqrt(factorial(layer.degree)))
+    return list(layer.coef)
+
+
+def _pointwise(layer, S, T, nx, ny):
+    """The dual map of one pointwise layer: S' = E[phi(u) phi(v)], T' = T E[phi'(u) phi'(v)], with
+    Var u = nx, Var v = ny (outer product over positions), Cov = S."""
+    P = np.multiply.outer(nx, ny)
+    root = np.sqrt(np.maximum(P - S * S, 0.0))
+    theta = np.arctan2(root, S)
+    zero = np.zeros_like(S)
+    if isinstance(layer, (ReLU, ABRelu)):
+        a, b = (0.0, 1.0) if isinstance(layer, ReLU) else (layer.a, layer.b)
+        f, h = (a - b) ** 2 / (2 * np.pi), (a * a + b * b) / 2
+        dot = h - f * theta
+        return f * root + dot * S, T * dot
+    if isinstance(layer, RectifiedMonomial):
+        n = layer.degree
+        Sn = P ** (n / 2) * _arccos_j(n, theta) / (2 * np.pi)
+        dot = zero if n == 0 else n * n * P ** ((n - 1) / 2) * _arccos_j(n - 1, theta) / (2 * np.pi)
+        return Sn, T * dot
+    if isinstance(layer, Erf):
+        a, b, c = layer.a, layer.b, layer.c
+        D = np.multiply.outer(1 + 2 * b * b * nx, 1 + 2 * b * b * ny)
+        Sn = a * a * 2 / np.pi * np.arcsin(2 * b * b * S / np.sqrt(D)) + c * c
+        dot = a * a * 4 * b * b / np.pi / np.sqrt(D - 4 * b ** 4 * S * S)
+        return Sn, T * dot
+    if isinstance(layer, Gelu):
+        # Tsuchida et al. (2020): E[gelu gelu] = S/4 + S arcsin(S/sqrt(P1)) / (2 pi) + (S^2 + P (P1 - S^2)) /
+        # (2 pi P1 sqrt(P1 - S^2)), P1 = (1 + nx)(1 + ny); the derivative kernel likewise.
+        P1 = np.multiply.outer(1 + nx, 1 + ny)
+        d2 = P1 - S * S
+        asn = np.arcsin(S / np.sqrt(P1))
+        Sn = S / 4 + S * asn / (2 * np.pi) + (S * S + P * d2) / (2 * np.pi * P1 * np.sqrt(d2))
+        dot = 0.25 + asn / (2 * np.pi) + S / (2 * np.pi * np.sqrt(d2)) * (1 / d2 + (1 - P) / P1 + 1)
+        return Sn, T * dot
+    if isinstance(layer, Sin):
+        a, b, c = layer.a, layer.b, layer.c
+        m = np.add.outer(nx, ny) / 2
+        e1, e2 = np.exp(b * b * (S - m)), np.exp(-b * b * (S + m)) * np.cos(2 * c)
+        return a * a / 2 * (e1 - e2), T * a * a * b * b / 2 * (e1 + e2)
+    if isinstance(layer, (Monomial, Hermite, Polynomial)):
+        c = _poly_coef(layer)
+        dc = [m * c[m] for m in range(1, len(c))] or [0.0]
+        PX, PY = np.multiply.outer(nx, np.ones_like(ny)), np.multiply.outer(np.ones_like(nx), ny)
+        return _poly_moment(c, c, S, PX, PY), T * _poly_moment(dc, dc, S, PX, PY)
+    if isinstance(layer, Sign):
+        Sn = np.where(P > 0, 2 / np.pi * np.arcsin(np.clip(S / np.sqrt(np.where(P > 0, P, 1.0)), -1, 1)), 0.0)
+        return Sn, zero
+    if isinstance(layer, LayerNorm):
+        inv = 1 / np.sqrt(np.multiply.outer(layer.eps + nx, layer.eps + ny))
+        return S * inv, T * inv
+    raise TypeError(f"not a pointwise layer: {layer!r}")  # pragma: no cover
+
+
+def _diag(S, spatial):
+    return np.einsum("ijij->ij", S).copy() if spatial else np.asarray(S).copy()
 
 
 def _run(arch, x, y, traj_x=None, traj_y=None, delta=None):
-    """Run the layer program on one pair. With traj_x None this is the self recursion of x (y is x):
-    the ReLU norms come from the pair's own diagonal, and the pre-ReLU diagonals are returned. With
-    ``delta``, also returns the first-order NTK error bound of :func:`angle_error_bound`."""
+    """Run the layer program on one pair. With traj_x None this is the self recursion of x (y is x): the
+    norms of pointwise layers come from the pair's own diagonal, and these diagonals are returned. With
+    ``delta``, also returns the first-order NTK and NNGP error bounds of :func:`angle_error_bound`."""
     self_mode = traj_x is None
     record = []
     if arch.convolutional:
@@ -105,42 +193,74 @@ def _run(arch, x, y, traj_x=None, traj_y=None, delta=None):
     else:
         S = np.asarray(x @ y / x.shape[-1])
     T = np.zeros_like(S)
-    E = None if delta is None else np.zeros_like(S)
+    ES = ET = None if delta is None else np.zeros_like(S)
     spatial = arch.convolutional
-    relu_i = 0
+    channels = x.shape[-1]                 # the finite width of the state, for standard parameterization
+    k = 0
     for layer in arch.layers:
-        if isinstance(layer, Conv):
-            S = _conv(S, layer) + layer.b_std ** 2
-            T = _conv(T, layer) + S
-            E = None if E is None else _conv(E, layer)
-        elif isinstance(layer, Dense):
-            S = layer.W_std ** 2 * S + layer.b_std ** 2
-            T = layer.W_std ** 2 * T + S
-            E = None if E is None else layer.W_std ** 2 * E
-        elif isinstance(layer, ReLU):
+        if isinstance(layer, (Conv, Dense)):
+            lin = (lambda A: _conv(A, layer)) if isinstance(layer, Conv) else (lambda A: A)
+            b2 = 0.0 if layer.b_std is None else layer.b_std ** 2
+            S_lin, T_lin = lin(S), lin(T)
+            S_new = layer.W_std ** 2 * S_lin + b2
+            if layer.parameterization == "ntk":
+                T = layer.W_std ** 2 * T_lin + S_new
+            else:  # d f / d W of the unnormalized weights: the fan-in (channels x window) times the input kernel
+                window = layer.k[0] * layer.k[1] if isinstance(layer, Conv) else 1
+                T = layer.W_std ** 2 * T_lin + channels * window * S_lin + (0.0 if layer.b_std is None else 1.0)
+            if ES is not None:
+                ES_new = layer.W_std ** 2 * lin(ES)
+                ET = layer.W_std ** 2 * lin(ET) + (ES_new if layer.parameterization == "ntk"
+                                                   else channels * window * lin(ES))
+                ES = ES_new
+            S = S_new
+            channels = layer.width
+        elif layer.nonlinear or isinstance(layer, LayerNorm):
             if self_mode:
-                d = np.einsum("ijij->ij", S).copy() if spatial else S.copy()
+                d = _diag(S, spatial)
                 record.append(d)
                 nx = ny = d
             else:
-                nx, ny = traj_x[relu_i], traj_y[relu_i]
-            relu_i += 1
-            S, T, E = _relu(S, T, nx, ny, E, delta)
+                nx, ny = traj_x[k], traj_y[k]
+            k += 1
+            S_new, T_new = _pointwise(layer, S, T, nx, ny)
+            if ES is not None:
+                # Roundings move S by delta n (on top of the error ES it carries); the layer's outputs move by
+                # what its map does to S +- that, clipped to |S| <= n: first order where the map is smooth,
+                # sqrt(delta) where the angle is singular (rho near +-1), whatever the kind of layer.
+                n = np.sqrt(np.multiply.outer(nx, ny))
+                dS = ES + delta * n
+                dot = _pointwise(layer, S, np.ones_like(S), nx, ny)[1]
+                es, et = np.zeros_like(S), np.zeros_like(S)
+                for sign in (-1.0, 1.0):
+                    Sp = np.clip(S + sign * dS, -n, n)
+                    Sq, Dq = _pointwise(layer, Sp, np.ones_like(S), nx, ny)
+                    es = np.maximum(es, np.abs(Sq - S_new))
+                    et = np.maximum(et, np.abs(Dq - dot))
+                ES = es
+                ET = np.abs(dot) * ET + np.abs(T) * et
+            S, T = S_new, T_new
         elif isinstance(layer, (AvgPool, GaussianPool)):
             S, T = _pool(S, layer), _pool(T, layer)
-            E = None if E is None else _pool(E, layer)
+            if ES is not None:
+                ES, ET = _pool(ES, layer), _pool(ET, layer)
         elif isinstance(layer, GlobalAvgPool):
-            S, T = np.asarray(S.mean()), np.asarray(T.mean())
-            E = None if E is None else np.asarray(E.mean())
+            f = (lambda A: np.asarray(A.sum())) if isinstance(layer, GlobalSumPool) else (lambda A: np.asarray(A.mean()))
+            S, T = f(S), f(T)
+            if ES is not None:
+                ES, ET = f(ES), f(ET)
             spatial = False
         elif isinstance(layer, Flatten):
-            S, T = np.einsum("ijij->ij", S).mean(), np.einsum("ijij->ij", T).mean()
-            E = None if E is None else np.einsum("ijij->ij", E).mean()
+            f = lambda A: np.einsum("ijij->ij", A).mean()  # noqa: E731
+            channels = None if channels is None else channels * S.shape[0] * S.shape[1]
+            S, T = f(S), f(T)
+            if ES is not None:
+                ES, ET = f(ES), f(ET)
             spatial = False
         else:  # pragma: no cover - serial() admits only the layers above
             raise TypeError(f"unknown layer {layer!r}")
     if delta is not None:
-        return float(S), float(T), record, float(E)
+        return float(S), float(T), record, (float(ES), float(ET))
     return float(S), float(T), record
 
 
@@ -184,25 +304,28 @@ def gram(X, Y=None, *, arch, kind=None):
 
 
 def angle_error_bound(X, Y=None, *, arch, delta):
-    """First-order bound of the NTK error that a relative error ``delta`` in the correlations rho causes
-    through the ReLU angles (docs/design.md, numerics): (N, M) float64, absolute.
+    """First-order bounds of the NNGP and NTK errors that a relative error ``delta`` in the correlations rho
+    causes through the angles of the pointwise layers (docs/design.md, numerics): ``Kernels`` of (N, M)
+    float64 arrays, absolute.
 
-    The angle theta = arccos(rho) is ill-conditioned where rho is near +-1: an error delta moves it by
-    delta / sqrt(1 - rho^2), at most sqrt(2 delta). The NNGP is flat in theta there, so only the NTK loses
-    digits: T' = T (pi - theta) / (2 pi) moves by |T| d_theta / (2 pi), and this error is carried through the
-    following layers like T itself. For a recursion in precision eps, delta is a small multiple of eps. Used by
-    the tests to derive tolerances: generic entries stay at O(eps), and nets whose correlations sit at +-1
-    everywhere (single-channel inputs through 1x1 convolutions: rank-one states) at O(sqrt(eps)).
+    At each pointwise layer the covariance S of a pair is perturbed by delta n (n = sqrt(S_xx S_yy)) plus the
+    error it already carries, and the layer's map is evaluated there: where rho is near +-1 the angle
+    theta = arccos(rho) moves by up to sqrt(2 delta), and outputs that depend on it with a nonzero slope (the
+    NTK factor of ReLU, ABRelu and RectifiedMonomial(1); the NNGP of Sign and RectifiedMonomial(0)) lose half
+    their digits; elsewhere the map's own conditioning shows (Erf at large variances). Errors are carried
+    through the following layers like the kernels themselves. For a recursion in precision eps, delta is a
+    small multiple of eps. Used by the tests to derive tolerances: generic entries stay at O(eps), nets whose
+    correlations sit at +-1 (single-channel inputs through 1x1 convolutions) at O(sqrt(eps)).
     """
     X, Y, _ = check_inputs(arch, X, Y)
     Yv = X if Y is None else Y
     tx = [_run(arch, x, x)[2] for x in X]
     ty = tx if Y is None else [_run(arch, y, y)[2] for y in Yv]
-    E = np.zeros((len(X), len(Yv)))
+    ES, ET = np.zeros((len(X), len(Yv))), np.zeros((len(X), len(Yv)))
     for i in range(len(X)):
         for j in range(len(Yv)):
-            E[i, j] = _run(arch, X[i], Yv[j], tx[i], ty[j], delta=float(delta))[3]
-    return E
+            ES[i, j], ET[i, j] = _run(arch, X[i], Yv[j], tx[i], ty[j], delta=float(delta))[3]
+    return Kernels(ES, ET)
 
 
 def fc_closed_form(X, Y=None, *, depth, kind=None):
