@@ -22,15 +22,18 @@ struct DTable {
   int first, entries;
 };
 
-// Conv or ReLU of a stage (core StageOp).
+// Conv or pointwise op of a stage (core StageOp).
 template <class T>
 struct DOp {
   StageOp::Kind kind;
   int wrap;                   // Conv: CIRCULAR
   int ky, kx, pad_y, pad_x;
   int h_in, w_in, h_out, w_out;
-  int diag;                   // Relu: offset of its diagonal in the per-image self data
+  int diag;                   // Act: offset of its diagonal in the per-image self data
   T scale, bias2;
+  int standard;               // Conv: standard parameterization, T' = scale box(T) + t_s box(S) + t_b
+  T t_s, t_b;
+  ActParams act;              // Act
 };
 
 struct DStage {
@@ -48,8 +51,11 @@ struct DStage {
 template <class T>
 struct DScalar {
   ScalarOp::Kind kind;
-  int slot;                   // Relu: index after scalar_offset in the self data
+  int slot;                   // Act: index after scalar_offset in the self data
   T w2, b2;
+  int standard;               // Dense: standard parameterization, T' = w2 T + t_s S + t_b
+  T t_s, t_b;
+  ActParams act;              // Act
 };
 
 // What the kernels read: pointers into one blob (device memory on the GPU, host memory in the emulation).
@@ -135,6 +141,10 @@ class ProgBlob {
       q.slot = o.relu_slot;
       q.w2 = static_cast<T>(o.w2);
       q.b2 = static_cast<T>(o.b2);
+      q.standard = o.standard ? 1 : 0;
+      q.t_s = static_cast<T>(o.t_s);
+      q.t_b = static_cast<T>(o.t_b);
+      q.act = o.act;
       sc.push_back(q);
     }
     if (I.size() > static_cast<size_t>(INT32_MAX) || PA > INT32_MAX)
@@ -194,13 +204,17 @@ class ProgBlob {
     q.diag = -1;
     q.scale = static_cast<T>(o.scale);
     q.bias2 = static_cast<T>(o.bias2);
+    q.standard = o.standard ? 1 : 0;
+    q.t_s = static_cast<T>(o.t_s);
+    q.t_b = static_cast<T>(o.t_b);
+    q.act = o.act;
     // Exhaustive switches without default (-Werror=switch flags a new kind); a value outside the enum throws.
     switch (o.kind) {
       case StageOp::Conv:
         return q;
-      case StageOp::Relu:
+      case StageOp::Act:
         if (o.relu_slot < 0 || o.relu_slot >= static_cast<int>(P.diags.size()))
-          throw std::invalid_argument("CUDA backend: ReLU without a diagonal slot");
+          throw std::invalid_argument("CUDA backend: a pointwise op without a diagonal slot");
         q.diag = P.diags[o.relu_slot].offset;
         return q;
     }
@@ -210,7 +224,7 @@ class ProgBlob {
   static ScalarOp::Kind scalar_kind(ScalarOp::Kind k) {
     switch (k) {
       case ScalarOp::Dense:
-      case ScalarOp::Relu:
+      case ScalarOp::Act:
         return k;
     }
     throw std::invalid_argument("CUDA backend: unknown scalar op kind " + std::to_string(static_cast<int>(k)));

@@ -24,7 +24,7 @@
 #include <cstdint>
 
 #include "core/geometry.hpp"
-#include "core/math.hpp"
+#include "core/activations.hpp"
 #include "cuda/device_program.hpp"
 
 #if defined(__CUDACC__)
@@ -98,22 +98,35 @@ NTKFAST_KD void conv_pass(const Team& tm, const DOp<T>& op, DBound by, DBound bx
                           T* S, T* Tt, T* A) {
   const int n_h = ly * lox, n_v = loy * lox;
   const T scale = op.scale, bias2 = op.bias2;
-  for (int pass = 0; pass < 2; ++pass) {
+  // NTK parameterization: S first, then T' = scale box(T) + S'. Standard: T first (scale box(T) into Tt,
+  // which its vertical pass no longer reads), then S, adding t_s box(S) + t_b to T in the CPU's order.
+  for (int k = 0; k < 2; ++k) {
+    const int pass = op.standard ? 1 - k : k;  // 0: S, 1: T
     const T* src = pass == 0 ? S : Tt;
     for (Walk p(tm.lane, tm.size, lox); p.e < n_h; p.next(tm.size))
       A[p.e] = box_taps(src + p.i * lx, 1, p.j, lx, op.pad_x, op.kx, bx);
     tm.sync();
     for (Walk p(tm.lane, tm.size, lox); p.e < n_v; p.next(tm.size)) {
       const T acc = box_taps(A + p.j, lox, p.i, ly, op.pad_y, op.ky, by);
-      if (pass == 0) S[p.e] = scale * acc + bias2;   // S' = W^2/k^2 box(S) + b^2
-      else Tt[p.e] = scale * acc + S[p.e];           // T' = W^2/k^2 box(T) + S'
+      if (op.standard) {
+        if (pass == 1) {
+          Tt[p.e] = scale * acc;
+        } else {
+          Tt[p.e] = Tt[p.e] + op.t_s * acc + op.t_b;
+          S[p.e] = scale * acc + bias2;
+        }
+      } else if (pass == 0) {
+        S[p.e] = scale * acc + bias2;   // S' = W^2/k^2 box(S) + b^2
+      } else {
+        Tt[p.e] = scale * acc + S[p.e];  // T' = W^2/k^2 box(T) + S'
+      }
     }
     tm.sync();
   }
 }
 
 template <class T, class Team>
-NTKFAST_KD void relu_pass(const Team& tm, const Item<T>& it, const DOp<T>& op, bool circ, int dy, int dx, Span sy,
+NTKFAST_KD void act_pass(const Team& tm, const Item<T>& it, const DOp<T>& op, bool circ, int dy, int dx, Span sy,
                           Span sx, T* S, T* Tt) {
   const int n = sy.len * sx.len, H = op.h_in, W = op.w_in;
   const bool record = it.self && dy == 0 && dx == 0;
@@ -122,7 +135,7 @@ NTKFAST_KD void relu_pass(const Team& tm, const Item<T>& it, const DOp<T>& op, b
   for (Walk p(tm.lane, tm.size, sx.len); p.e < n; p.next(tm.size)) {
     const int e = p.e;
     T px, py;
-    if (record) {  // the self recursion's d = 0 plane: its pre-activation diagonal is what it records
+    if (record) {  // the self recursion's d = 0 plane: its input diagonal is what it records
       px = py = S[e];
       it.self_out[op.diag + p.i * W + p.j] = px;
     } else {
@@ -135,7 +148,7 @@ NTKFAST_KD void relu_pass(const Team& tm, const Item<T>& it, const DOp<T>& op, b
       px = dxp[u * W + v];
       py = dyp[u2 * W + v2];
     }
-    relu_step(S[e], Tt[e], px, py);
+    act_step(op.act, S[e], Tt[e], px, py);
   }
   tm.sync();
 }
@@ -266,8 +279,8 @@ NTKFAST_KD void plane_pass(const Team& tm, const ProgView<T>& P, const Item<T>& 
         n = sy.len * sx.len;
         break;
       }
-      case StageOp::Relu:
-        relu_pass(tm, it, op, circ, dy, dx, sy, sx, S, Tt);
+      case StageOp::Act:
+        act_pass(tm, it, op, circ, dy, dx, sy, sx, S, Tt);
         break;
     }
   }
@@ -289,17 +302,22 @@ NTKFAST_KD void plane_pass(const Team& tm, const ProgView<T>& P, const Item<T>& 
   }
 }
 
-// The scalar head after the readout (Dense / ReLU on one value). Every lane computes it (same values).
+// The scalar head after the readout (Dense / pointwise ops on one value). Every lane computes it (same values).
 template <class T>
 NTKFAST_KD void scalar_head(const ProgView<T>& P, const Item<T>& it, bool writer, T& s, T& t) {
   for (int k = 0; k < P.n_scalar; ++k) {
     const DScalar<T>& op = P.scalar[k];
     switch (op.kind) {
       case ScalarOp::Dense:
-        s = op.w2 * s + op.b2;
-        t = op.w2 * t + s;
+        if (op.standard) {
+          t = op.w2 * t + op.t_s * s + op.t_b;
+          s = op.w2 * s + op.b2;
+        } else {
+          s = op.w2 * s + op.b2;
+          t = op.w2 * t + s;
+        }
         break;
-      case ScalarOp::Relu: {
+      case ScalarOp::Act: {
         const int idx = P.scalar_offset + op.slot;
         T px, py;
         if (it.self) {
@@ -309,7 +327,7 @@ NTKFAST_KD void scalar_head(const ProgView<T>& P, const Item<T>& it, bool writer
           px = it.self_x[idx];
           py = it.self_y[idx];
         }
-        relu_step(s, t, px, py);
+        act_step(op.act, s, t, px, py);
         break;
       }
     }

@@ -168,16 +168,9 @@ def safe_range(dtype):
 
 def is_homogeneous(arch):
     """True when both kernels of ``arch`` are positively homogeneous of degree 1 in each argument,
-    K(a x, b y) = a b K(x, y) for a, b > 0: every layer is linear without bias (Conv, Dense with b_std = 0),
-    a pooling, a readout, or a ReLU. Any other layer (or a bias) makes it False."""
-    from .arch import AvgPool, Conv, Dense, Flatten, GaussianPool, GlobalAvgPool, ReLU
-    for layer in check_arch(arch).layers:
-        if type(layer) in (Conv, Dense):
-            if layer.b_std != 0:
-                return False
-        elif type(layer) not in (ReLU, AvgPool, GaussianPool, GlobalAvgPool, Flatten):
-            return False
-    return True
+    K(a x, b y) = a b K(x, y) for a, b > 0 (:attr:`ntkfast.Arch.homogeneous`: bias-free NTK-parameterized
+    Conv/Dense, ReLU/ABRelu, poolings and readouts)."""
+    return check_arch(arch).homogeneous
 
 
 def row_scales(arch, A, dtype, name="X"):

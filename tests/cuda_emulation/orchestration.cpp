@@ -34,12 +34,12 @@ namespace {
 // A circular stage (CIRCULAR then SAME in circular planes), average pooling out of it, global pooling; a
 // Gaussian pooling, a VALID conv, Flatten and a scalar ReLU head; a fully-connected net.
 const char* kNets[] = {
-    "ntkfast-program 1\ninput image 8 7 2\nconv 3 3 CIRCULAR 1.4142135623730951 0.1\nrelu\n"
-    "conv 3 3 SAME 1.4142135623730951 0.0\nrelu\navgpool 2 2 2 2 VALID\nconv 3 3 SAME 1.4142135623730951 0.0\n"
-    "relu\nglobalavgpool\ndense 1.0 0.0\n",
-    "ntkfast-program 1\ninput image 9 9 1\nconv 3 3 SAME 1.4142135623730951 0.0\nrelu\ngaussianpool 2 0\n"
-    "conv 2 2 VALID 1.3 0.2\nrelu\nflatten\ndense 1.5 0.2\nrelu\ndense 1.0 0.0\n",
-    "ntkfast-program 1\ninput vector 11\ndense 1.2 0.4\nrelu\ndense 1.4142135623730951 0.1\nrelu\ndense 1.0 0.0\n",
+    "ntkfast-program 2\ninput image 8 7 2\nconv 3 3 1 1 CIRCULAR 1.4142135623730951 0.1 ntk 0\nrelu\n"
+    "conv 3 3 1 1 SAME 1.4142135623730951 0.0 ntk 0\nrelu\navgpool 2 2 2 2 VALID\nconv 3 3 1 1 SAME 1.4142135623730951 0.0 ntk 0\n"
+    "relu\nglobalavgpool\ndense 1.0 0.0 ntk 0\n",
+    "ntkfast-program 2\ninput image 9 9 1\nconv 3 3 1 1 SAME 1.4142135623730951 0.0 ntk 0\nrelu\ngaussianpool 2 0\n"
+    "conv 2 2 1 1 VALID 1.3 0.2 ntk 0\nrelu\nflatten\ndense 1.5 0.2 ntk 0\nrelu\ndense 1.0 0.0 ntk 0\n",
+    "ntkfast-program 2\ninput vector 11\ndense 1.2 0.4 ntk 0\nrelu\ndense 1.4142135623730951 0.1 ntk 0\nrelu\ndense 1.0 0.0 ntk 0\n",
 };
 
 [[noreturn]] void fail(const std::string& what) { throw std::runtime_error(what); }
@@ -500,8 +500,8 @@ void attributes_once() {
 
 void smem_attribute() {
   // 64x64 float64 planes: about 96 KiB of shared memory per warp, above the 48 KiB default of a launch.
-  Inputs<double> in("ntkfast-program 1\ninput image 64 64 1\nconv 3 3 SAME 1.4142135623730951 0.0\nrelu\n"
-                    "conv 3 3 SAME 1.4142135623730951 0.0\nrelu\nflatten\n",
+  Inputs<double> in("ntkfast-program 2\ninput image 64 64 1\nconv 3 3 1 1 SAME 1.4142135623730951 0.0 ntk 0\nrelu\n"
+                    "conv 3 3 1 1 SAME 1.4142135623730951 0.0 ntk 0\nrelu\nflatten\n",
                     2, 1, 111);
   const auto want = in.cpu(true);
   RunOptions o;
@@ -512,7 +512,7 @@ void smem_attribute() {
   for (const standin::LaunchRecord& r : standin::counters().launch_log) big = big || r.smem > 48 * 1024;
   expect(big, "a launch used more than 48 KiB of dynamic shared memory");
   // Planes beyond what a block may have: a clear error.
-  Inputs<double> huge("ntkfast-program 1\ninput image 200 200 1\nconv 3 3 SAME 1.4142135623730951 0.0\nrelu\n"
+  Inputs<double> huge("ntkfast-program 2\ninput image 200 200 1\nconv 3 3 1 1 SAME 1.4142135623730951 0.0 ntk 0\nrelu\n"
                       "flatten\n",
                       1, 1, 112);
   bool threw = false;
