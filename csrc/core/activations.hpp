@@ -105,13 +105,14 @@ struct Act<ActKind::RectMono> {
     const T phi = Consts<T>::pi - atan2_upper(r, s);
     const int n = A.degree;
     const T deriv = n == 0 ? T(0) : static_cast<T>(n * n) * arccos_j(n - 1, s, P, r, phi) * Consts<T>::inv_2pi;
-    s = arccos_j(n, s, P, r, phi) * Consts<T>::inv_2pi;
+    // The step (x >= 0) of two all-zero inputs is 1 on both: E = 1, where the angle formula has no angle.
+    s = (n == 0 && px == T(0) && py == T(0)) ? T(1) : arccos_j(n, s, P, r, phi) * Consts<T>::inv_2pi;
     t = t * deriv;
   }
 };
 
 // a erf(b x) + c: s' = a^2 (2/pi) asin(2 b^2 s / sqrt((1 + 2 b^2 px)(1 + 2 b^2 py))) + c^2, by atan2 (the
-// root is >= 1), t' = t a^2 b^2 (4/pi) / root.
+// root, the square root of that product minus (2 b^2 s)^2, is >= 1), t' = t a^2 b^2 (4/pi) / root.
 template <>
 struct Act<ActKind::Erf> {
   template <class T>
@@ -119,9 +120,10 @@ struct Act<ActKind::Erf> {
     using std::sqrt;
     const T b2 = static_cast<T>(A.b * A.b), a2 = static_cast<T>(A.a * A.a);
     const T sb = b2 * s;
-    const T prod = (T(1) + T(2) * b2 * px) * (T(1) + T(2) * b2 * py);
-    T q = prod - T(4) * sb * sb;
-    q = q > T(1) ? q : T(1);
+    // (1 + 2 b^2 px)(1 + 2 b^2 py) - 4 b^4 s^2 without the cancellation: 1 + 2 b^2 (px + py) + 4 b^4 (px py - s^2)
+    T g = px * py - s * s;
+    g = g > T(0) ? g : T(0);
+    const T q = T(1) + T(2) * b2 * (px + py) + T(4) * b2 * b2 * g;
     const T root = sqrt(q);
     const T two_over_pi = static_cast<T>(2.0 / 3.14159265358979323846);
     s = a2 * two_over_pi * atan2_full(T(2) * sb, root) + static_cast<T>(A.c * A.c);
@@ -136,7 +138,10 @@ struct Act<ActKind::Gelu> {
   NTKFAST_HD static void step(const ActParams&, T& s, T& t, T px, T py) {
     using std::sqrt;
     const T P = px * py, P1 = (px + T(1)) * (py + T(1));
-    const T d2 = P1 - s * s;
+    // P1 - s^2 without the cancellation at large variances: (px py - s^2) + px + py + 1
+    T g = P - s * s;
+    g = g > T(0) ? g : T(0);
+    const T d2 = g + (px + py + T(1));
     const T delta = sqrt(d2);
     const T angle = atan2_full(s, delta);
     const T sn = ((s * s + P * d2) / (P1 * delta) + s * angle) * Consts<T>::inv_2pi + T(0.25) * s;
