@@ -29,10 +29,16 @@ constexpr OpInfo kOps[kNumOpKinds] = {
     {OpKind::GlobalAvgPool, "globalavgpool", "GlobalAvgPool", 0},
     {OpKind::GlobalSumPool, "globalsumpool", "GlobalSumPool", 0},
     {OpKind::Flatten, "flatten", "Flatten", 0},
+    {OpKind::Identity, "identity", "Identity", 0},
+    {OpKind::FanOut, "fanout", "FanOut", 1},
+    {OpKind::Parallel, "parallel", "parallel", 1},
+    {OpKind::Branch, "branch", "branch", 0},
+    {OpKind::End, "end", "end", 0},
+    {OpKind::FanInSum, "faninsum", "FanInSum", 0},
 };
 
 // What a layer kind does to the state, for the compiler's switches.
-enum class Role { Affine, Pointwise, Pool, Readout };
+enum class Role { Affine, Pointwise, Pool, Readout, Structure };
 Role role(OpKind k) {
   switch (k) {
     case OpKind::Conv:
@@ -58,6 +64,13 @@ Role role(OpKind k) {
     case OpKind::GlobalSumPool:
     case OpKind::Flatten:
       return Role::Readout;
+    case OpKind::Identity:
+    case OpKind::FanOut:
+    case OpKind::Parallel:
+    case OpKind::Branch:
+    case OpKind::End:
+    case OpKind::FanInSum:
+      return Role::Structure;
   }
   throw ProgramError("invalid layer program: unknown op kind " + std::to_string(static_cast<int>(k)));
 }
@@ -130,12 +143,20 @@ void check_params(int i, const LayerSpec& L) {
         malformed(name + ": 1 to " + std::to_string(kMaxPolyDegree + 1) + " coefficients");
       for (double c : L.coef) finite(c, "every coefficient", -1);
       break;
+    case OpKind::FanOut:
+    case OpKind::Parallel:
+      if (L.count < 1 || L.count > 64) malformed(name + ": 1 to 64 streams");
+      break;
     case OpKind::Relu:
     case OpKind::Gelu:
     case OpKind::Sign:
     case OpKind::GlobalAvgPool:
     case OpKind::GlobalSumPool:
     case OpKind::Flatten:
+    case OpKind::Identity:
+    case OpKind::Branch:
+    case OpKind::End:
+    case OpKind::FanInSum:
       break;
   }
 }
@@ -219,6 +240,12 @@ ActParams make_act(const LayerSpec& L) {
     case OpKind::GlobalAvgPool:
     case OpKind::GlobalSumPool:
     case OpKind::Flatten:
+    case OpKind::Identity:
+    case OpKind::FanOut:
+    case OpKind::Parallel:
+    case OpKind::Branch:
+    case OpKind::End:
+    case OpKind::FanInSum:
       malformed("make_act of a layer that is not pointwise");
   }
   while (coef.size() > 1 && coef.back() == 0.0) coef.pop_back();
@@ -281,6 +308,12 @@ PoolAxis pool_axis(const LayerSpec& L, int axis, int n) {
     case OpKind::GlobalAvgPool:
     case OpKind::GlobalSumPool:
     case OpKind::Flatten:
+    case OpKind::Identity:
+    case OpKind::FanOut:
+    case OpKind::Parallel:
+    case OpKind::Branch:
+    case OpKind::End:
+    case OpKind::FanInSum:
       break;
   }
   malformed("pool_axis of a layer that does not pool");
@@ -324,12 +357,12 @@ Band linear(const Range& r, int h, int w, bool circular) {
 
 // The linear offsets of stage st that pooling into a band of next-stage linear offsets draws on: a pooling of
 // stride s with w taps maps old offsets s*d' + [-(w-1), w-1] to new offset d'.
-Band back(const Stage& st, const Band& need) {
+Band back(const RegPool& p, const Band& need) {
   if (!need.any) return need;
-  const int wy = static_cast<int>(st.pool_y.taps.size()) - 1, wx = static_cast<int>(st.pool_x.taps.size()) - 1;
-  const int hy = st.h_out - 1, hx = st.w_out - 1;
-  Band b{true, std::max(st.pool_y.stride * need.y0 - wy, -hy), std::min(st.pool_y.stride * need.y1 + wy, hy),
-         std::max(st.pool_x.stride * need.x0 - wx, -hx), std::min(st.pool_x.stride * need.x1 + wx, hx)};
+  const int wy = static_cast<int>(p.y.taps.size()) - 1, wx = static_cast<int>(p.x.taps.size()) - 1;
+  const int hy = p.h_src - 1, hx = p.w_src - 1;
+  Band b{true, std::max(p.y.stride * need.y0 - wy, -hy), std::min(p.y.stride * need.y1 + wy, hy),
+         std::max(p.x.stride * need.x0 - wx, -hx), std::min(p.x.stride * need.x1 + wx, hx)};
   if (b.y0 > b.y1 || b.x0 > b.x1) b.any = false;
   return b;
 }
@@ -366,51 +399,6 @@ bool has_act(const Stage& st) {
   return std::any_of(st.ops.begin(), st.ops.end(), [](const StageOp& o) { return o.kind == StageOp::Act; });
 }
 
-// Stages as the layers give them (split at poolings and the readout), then split further where a CIRCULAR
-// and a VALID convolution share a stage: the two need different representations, so an identity change of
-// representation goes between them.
-std::vector<Stage> split_representations(std::vector<Stage> in) {
-  std::vector<Stage> out;
-  for (Stage& st : in) {
-    Stage cur = st;
-    cur.ops.clear();
-    cur.has_pool = false;
-    bool circ = false, valid = false;
-    for (const StageOp& op : st.ops) {
-      const bool is_circ = op.kind == StageOp::Conv && op.wrap;
-      const bool is_valid = op.kind == StageOp::Conv && (op.h_out != op.h_in || op.w_out != op.w_in);
-      if ((is_circ && valid) || (is_valid && circ)) {
-        cur.h_out = op.h_in;
-        cur.w_out = op.w_in;
-        cur.has_pool = true;
-        cur.pool_layer = -1;
-        cur.pool_y = identity_axis(op.h_in);
-        cur.pool_x = identity_axis(op.w_in);
-        out.push_back(cur);
-        cur = Stage{};
-        cur.h_in = op.h_in;
-        cur.w_in = op.w_in;
-        circ = valid = false;
-      }
-      circ = circ || is_circ;
-      valid = valid || is_valid;
-      cur.ops.push_back(op);
-    }
-    cur.h_out = st.h_out;
-    cur.w_out = st.w_out;
-    cur.has_pool = st.has_pool;
-    cur.pool_layer = st.pool_layer;
-    cur.pool_y = st.pool_y;
-    cur.pool_x = st.pool_x;
-    cur.circular = circ;
-    out.push_back(cur);
-  }
-  for (Stage& st : out)
-    st.circular = std::any_of(st.ops.begin(), st.ops.end(),
-                              [](const StageOp& o) { return o.kind == StageOp::Conv && o.wrap; });
-  return out;
-}
-
 // The channel count of the state, where known (0: unknown), for the fan-in of standard-parameterized layers.
 struct Channels {
   int64_t n = 0;
@@ -434,16 +422,115 @@ void affine_t(Op& op, int i, const LayerSpec& L, Channels& ch, double window) {
   ch.n = L.width;
 }
 
-void compile_scalar(Program& P, int i, const LayerSpec& L, Channels& ch) {
+// A net as a straight list of steps on registers: a layer on one register, a copy (FanOut) or an add
+// (FanInSum) of registers. Registers are reused once freed, so ids stay below the most streams alive.
+struct Step {
+  enum Kind { Layer, Copy, Add } kind = Layer;
+  int layer = -1, reg = 0, src = -1;
+};
+
+std::vector<Step> linearize(const ProgramSpec& spec, int& n_regs, int& final_reg) {
+  std::vector<Step> steps;
+  std::vector<int> list{0}, free_regs;
+  n_regs = 1;
+  struct Frame {
+    std::vector<int> regs, outs;
+    int branch = -1, layer = -1;
+  };
+  std::vector<Frame> frames;
+  auto fresh = [&]() {
+    if (!free_regs.empty()) {
+      const int r = free_regs.back();
+      free_regs.pop_back();
+      return r;
+    }
+    return n_regs++;
+  };
+  for (int i = 0; i < static_cast<int>(spec.layers.size()); ++i) {
+    const LayerSpec& L = spec.layers[i];
+    const std::string name = layer_name(i, L.kind);
+    switch (L.kind) {
+      case OpKind::FanOut: {
+        if (list.size() != 1) malformed(name + " takes one stream");
+        const int r = list[0];
+        for (int k = 1; k < L.count; ++k) {
+          const int d = fresh();
+          steps.push_back(Step{Step::Copy, i, d, r});
+          list.push_back(d);
+        }
+        break;
+      }
+      case OpKind::Parallel:
+        if (static_cast<int>(list.size()) != L.count) malformed(name + ": as many branches as streams");
+        frames.push_back(Frame{list, {}, -1, i});
+        list.clear();
+        break;
+      case OpKind::Branch:
+      case OpKind::End: {
+        if (frames.empty()) malformed(name + " outside a parallel");
+        Frame& f = frames.back();
+        if (f.branch >= 0) {
+          if (list.size() != 1) malformed("a branch of layer " + std::to_string(f.layer) + " ends with " +
+                                          std::to_string(list.size()) + " streams");
+          f.outs.push_back(list[0]);
+        }
+        if (L.kind == OpKind::Branch) {
+          if (++f.branch >= static_cast<int>(f.regs.size())) malformed(name + ": more branches than streams");
+          list = {f.regs[f.branch]};
+        } else {
+          if (f.branch + 1 != static_cast<int>(f.regs.size())) malformed(name + ": fewer branches than streams");
+          list = f.outs;
+          frames.pop_back();
+        }
+        break;
+      }
+      case OpKind::FanInSum:
+        for (size_t k = 1; k < list.size(); ++k) {
+          steps.push_back(Step{Step::Add, i, list[0], list[k]});
+          free_regs.push_back(list[k]);
+        }
+        list.resize(1);
+        break;
+      case OpKind::Identity:
+        break;
+      default:
+        if (list.size() != 1) malformed(name + " acts on one stream; got " + std::to_string(list.size()));
+        steps.push_back(Step{Step::Layer, i, list[0], -1});
+        break;
+    }
+  }
+  if (!frames.empty() || list.size() != 1) malformed("the net does not end with one stream");
+  final_reg = list[0];
+  return steps;
+}
+
+void compile_scalar_step(Program& P, const ProgramSpec& spec, const Step& stp, std::vector<Channels>& ch) {
   ScalarOp op;
-  op.layer = i;
+  op.layer = stp.layer;
+  op.reg = stp.reg;
+  op.src = stp.src;
+  switch (stp.kind) {
+    case Step::Copy:
+      op.kind = ScalarOp::Copy;
+      ch[stp.reg] = ch[stp.src];
+      P.scalar.push_back(op);
+      return;
+    case Step::Add:
+      op.kind = ScalarOp::Add;
+      P.scalar.push_back(op);
+      return;
+    case Step::Layer:
+      break;
+  }
+  const LayerSpec& L = spec.layers[stp.layer];
+  const int i = stp.layer;
   switch (role(L.kind)) {
     case Role::Affine:
       if (L.kind != OpKind::Dense) break;
       op.kind = ScalarOp::Dense;
       op.w2 = L.w_std * L.w_std;
       op.b2 = L.bias ? L.b_std * L.b_std : 0.0;
-      affine_t(op, i, L, ch, 1.0);
+      affine_t(op, i, L, ch[stp.reg], 1.0);
       P.scalar.push_back(op);
       return;
     case Role::Pointwise:
@@ -452,6 +539,7 @@ void compile_scalar(Program& P, int i, const LayerSpec& L, Channels& ch) {
       P.scalar.push_back(op);
       return;
     case Role::Pool:
+    case Role::Structure:
       break;
     case Role::Readout:
       malformed(layer_name(i, L.kind) + ": a second readout, or a readout in a vector net");
@@ -459,34 +547,77 @@ void compile_scalar(Program& P, int i, const LayerSpec& L, Channels& ch) {
   malformed(layer_name(i, L.kind) + " is spatial but comes after the readout (or in a vector net)");
 }
 
-// The spatial part of a net: stages, resolutions, readout. Throws ProgramError when a layer does not fit.
-void compile_spatial(Program& P, const ProgramSpec& spec, std::vector<Stage>& stages, Channels& ch) {
-  int h = spec.H, w = spec.W;
-  Stage cur;
-  cur.h_in = h;
-  cur.w_in = w;
-  bool read = false;
-  // Ends the current stage with a pooling (or a convolution's subsampling) into a new one.
-  auto pool_into = [&](int layer, const PoolAxis& ay, const PoolAxis& ax) {
-    cur.h_out = h;
-    cur.w_out = w;
-    cur.has_pool = true;
-    cur.pool_layer = layer;
-    cur.pool_y = ay;
-    cur.pool_x = ax;
-    stages.push_back(cur);
-    h = ay.n_out;
-    w = ax.n_out;
-    cur = Stage{};
-    cur.h_in = h;
-    cur.w_in = w;
+// The spatial part: ops on registers assigned to stages by how many poolings their register has crossed
+// (every register must cross the same ones before it is added to another), then split further where a
+// CIRCULAR and a VALID convolution would share a stage. Throws ProgramError when a layer does not fit.
+struct RegState {
+  int b = 0, h = 0, w = 0;
+};
+
+void compile_spatial(Program& P, const ProgramSpec& spec, const std::vector<Step>& steps, size_t& next,
+                     std::vector<Channels>& ch) {
+  std::vector<Stage> stages(1);
+  stages[0].h_in = spec.H;
+  stages[0].w_in = spec.W;
+  stages[0].regs_in = {0};
+  std::vector<RegState> reg(P.n_regs);
+  reg[0] = RegState{0, spec.H, spec.W};
+  auto stage_at = [&](int b) -> Stage& {
+    while (static_cast<int>(stages.size()) <= b) stages.emplace_back();
+    return stages[b];
   };
-  for (int i = 0; i < static_cast<int>(spec.layers.size()); ++i) {
-    const LayerSpec& L = spec.layers[i];
-    if (read) {
-      compile_scalar(P, i, L, ch);
+  // Register r leaves its stage through a pooling: the next stage's resolution must be the same for all.
+  auto pool_into = [&](int r, int layer, const PoolAxis& ay, const PoolAxis& ax) {
+    RegState& R = reg[r];
+    Stage& st = stage_at(R.b);
+    RegPool p;
+    p.reg = r;
+    p.layer = layer;
+    p.h_src = R.h;
+    p.w_src = R.w;
+    p.y = ay;
+    p.x = ax;
+    st.pools.push_back(p);
+    Stage& nx = stage_at(R.b + 1);
+    if (nx.regs_in.empty()) {
+      nx.h_in = ay.n_out;
+      nx.w_in = ax.n_out;
+    } else if (nx.h_in != ay.n_out || nx.w_in != ax.n_out) {
+      throw ProgramError(layer_name(layer, spec.layers[layer].kind) + ": the branches change resolution "
+                         "differently (" + hw(nx.h_in, nx.w_in) + " and " + hw(ay.n_out, ax.n_out) +
+                         "); every branch must pool or stride alike before the FanInSum");
+    }
+    nx.regs_in.push_back(r);
+    R.b += 1;
+    R.h = ay.n_out;
+    R.w = ax.n_out;
+  };
+  for (; next < steps.size(); ++next) {
+    const Step& stp = steps[next];
+    const int r = stp.reg;
+    if (stp.kind != Step::Layer) {
+      StageOp op;
+      op.kind = stp.kind == Step::Copy ? StageOp::Copy : StageOp::Add;
+      op.reg = r;
+      op.src = stp.src;
+      op.layer = stp.layer;
+      const RegState& S = reg[stp.src];
+      if (stp.kind == Step::Copy) {
+        reg[r] = S;
+        ch[r] = ch[stp.src];
+      } else if (S.b != reg[r].b || S.h != reg[r].h || S.w != reg[r].w) {
+        throw ProgramError(layer_name(stp.layer, OpKind::FanInSum) + ": the branches end at different resolutions (" +
+                           hw(reg[r].h, reg[r].w) + " and " + hw(S.h, S.w) + ")");
+      }
+      op.h_in = op.h_out = S.h;
+      op.w_in = op.w_out = S.w;
+      stage_at(S.b).ops.push_back(op);
       continue;
     }
+    const int i = stp.layer;
+    const LayerSpec& L = spec.layers[i];
+    RegState& R = reg[r];
+    const int h = R.h, w = R.w;
     LayerShape& ls = P.layer_shapes[i];
     ls.h_in = h;
     ls.w_in = w;
@@ -499,15 +630,16 @@ void compile_spatial(Program& P, const ProgramSpec& spec, std::vector<Stage>& st
         // A strided convolution is the stride-1 convolution at the strided padding, subsampled: outputs
         // s j, j < ceil(n / s) for SAME/CIRCULAR (padding as JAX: the smaller half before), (n - k) / s + 1
         // for VALID.
+        if (L.sy > h || L.sx > w)
+          throw ProgramError(name + ": stride (" + std::to_string(L.sy) + ", " + std::to_string(L.sx) +
+                             ") is larger than the " + hw(h, w) + " state there");
         StageOp op;
         op.kind = StageOp::Conv;
+        op.reg = r;
         op.layer = i;
         op.wrap = L.padding == Padding::Circular;
         op.ky = L.ky;
         op.kx = L.kx;
-        if (L.sy > h || L.sx > w)
-          throw ProgramError(name + ": stride (" + std::to_string(L.sy) + ", " + std::to_string(L.sx) +
-                             ") is larger than the " + hw(h, w) + " state there");
         const bool valid = L.padding == Padding::Valid;
         const int n_y = valid ? floordiv(h - L.ky, L.sy) + 1 : (h + L.sy - 1) / L.sy;
         const int n_x = valid ? floordiv(w - L.kx, L.sx) + 1 : (w + L.sx - 1) / L.sx;
@@ -515,7 +647,7 @@ void compile_spatial(Program& P, const ProgramSpec& spec, std::vector<Stage>& st
         op.pad_x = valid ? 0 : std::max((n_x - 1) * L.sx + L.kx - w, 0) / 2;
         op.scale = L.w_std * L.w_std / (static_cast<double>(L.ky) * L.kx);
         op.bias2 = L.bias ? L.b_std * L.b_std : 0.0;
-        affine_t(op, i, L, ch, static_cast<double>(L.ky) * L.kx);
+        affine_t(op, i, L, ch[r], static_cast<double>(L.ky) * L.kx);
         op.h_in = h;
         op.w_in = w;
         op.h_out = valid ? h - L.ky + 1 : h;
@@ -523,9 +655,9 @@ void compile_spatial(Program& P, const ProgramSpec& spec, std::vector<Stage>& st
         if (op.h_out < 1 || op.w_out < 1)
           throw ProgramError(name + ": a " + hw(L.ky, L.kx) + " VALID convolution does not fit the " + hw(h, w) +
                              " state there; the net is too deep for the image");
-        cur.ops.push_back(op);
-        h = op.h_out;
-        w = op.w_out;
+        stage_at(R.b).ops.push_back(op);
+        R.h = op.h_out;
+        R.w = op.w_out;
         if (L.sy > 1 || L.sx > 1) {
           PoolAxis ay, ax;
           ay.stride = L.sy;
@@ -534,18 +666,19 @@ void compile_spatial(Program& P, const ProgramSpec& spec, std::vector<Stage>& st
           ax.stride = L.sx;
           ax.n_out = n_x;
           ax.taps = {1.0};
-          pool_into(i, ay, ax);
+          pool_into(r, i, ay, ax);
         }
         break;
       }
       case Role::Pointwise: {
         StageOp op;
         op.kind = StageOp::Act;
+        op.reg = r;
         op.layer = i;
         op.act = make_act(L);
         op.h_in = op.h_out = h;
         op.w_in = op.w_out = w;
-        cur.ops.push_back(op);
+        stage_at(R.b).ops.push_back(op);
         break;
       }
       case Role::Pool: {
@@ -555,52 +688,128 @@ void compile_spatial(Program& P, const ProgramSpec& spec, std::vector<Stage>& st
                              hw(std::max(ay.n_out, 0), std::max(ax.n_out, 0)) +
                              " positions; the image is pooled too much (or too small: (" + std::to_string(spec.H) +
                              ", " + std::to_string(spec.W) + "))");
-        pool_into(i, ay, ax);
+        pool_into(r, i, ay, ax);
         break;
       }
-      case Role::Readout:
-        cur.h_out = h;
-        cur.w_out = w;
-        stages.push_back(cur);
+      case Role::Readout: {
+        Stage& st = stage_at(R.b);
+        if (R.b + 1 != static_cast<int>(stages.size())) malformed(name + ": a branch was not summed before it");
+        st.readout_reg = r;
+        st.readout_h = h;
+        st.readout_w = w;
         P.readout = L.kind == OpKind::Flatten ? Readout::Flatten : Readout::Gap;
         P.readout_den = L.kind == OpKind::GlobalSumPool ? 1.0
                         : L.kind == OpKind::Flatten    ? static_cast<double>(h) * w
                                                        : static_cast<double>(h) * w * h * w;
-        if (L.kind == OpKind::Flatten && ch.n > 0) ch.n *= static_cast<int64_t>(h) * w;
-        read = true;
-        break;
+        if (L.kind == OpKind::Flatten && ch[r].n > 0) ch[r].n *= static_cast<int64_t>(h) * w;
+        ls.h_out = ls.w_out = -1;
+        ++next;
+        P.stages = std::move(stages);
+        return;
+      }
+      case Role::Structure:
+        malformed(name + ": a structure token in a straight step");
     }
-    if (!read) {
-      ls.h_out = h;
-      ls.w_out = w;
-    }
+    ls.h_out = R.h;
+    ls.w_out = R.w;
   }
-  if (!read) malformed("a convolutional net needs a readout (GlobalAvgPool, GlobalSumPool or Flatten) after its "
-                       "spatial layers");
+  malformed("a convolutional net needs a readout (GlobalAvgPool, GlobalSumPool or Flatten) after its spatial "
+            "layers");
+}
+
+// Splits a stage where a CIRCULAR and a VALID convolution would share it: the two need different plane
+// representations, so every register alive there changes representation through an identity pooling.
+std::vector<Stage> split_representations(std::vector<Stage> in) {
+  std::vector<Stage> out;
+  for (Stage& st : in) {
+    Stage cur = st;
+    cur.ops.clear();
+    cur.pools.clear();
+    bool circ = false, valid = false;
+    for (size_t p = 0; p < st.ops.size(); ++p) {
+      const StageOp& op = st.ops[p];
+      const bool is_circ = op.kind == StageOp::Conv && op.wrap;
+      const bool is_valid = op.kind == StageOp::Conv && (op.h_out != op.h_in || op.w_out != op.w_in);
+      if ((is_circ && valid) || (is_valid && circ)) {
+        // Registers alive across position p: entered or copied before it, used at or after it.
+        std::vector<int> alive;
+        std::vector<std::pair<int, int>> res(64, {-1, -1});
+        for (int r : cur.regs_in) res[r] = {cur.h_in, cur.w_in};
+        for (const StageOp& o : cur.ops) {
+          res[o.reg] = {o.h_out, o.w_out};
+          if (o.kind == StageOp::Add) res[o.src] = {-1, -1};
+        }
+        auto used_later = [&](int r) {
+          for (size_t q = p; q < st.ops.size(); ++q)
+            if (st.ops[q].reg == r || st.ops[q].src == r) return true;
+          for (const RegPool& pl : st.pools)
+            if (pl.reg == r) return true;
+          return st.pools.empty() && st.readout_reg == r;
+        };
+        for (int r = 0; r < static_cast<int>(res.size()); ++r)
+          if (res[r].first > 0 && used_later(r)) alive.push_back(r);
+        for (int r : alive) {
+          if (res[r] != res[alive[0]])
+            throw ProgramError("a CIRCULAR and a VALID convolution meet where branches have different resolutions; "
+                               "give the branches the same padding");
+          RegPool pl;
+          pl.reg = r;
+          pl.layer = -1;
+          pl.h_src = res[r].first;
+          pl.w_src = res[r].second;
+          pl.y = identity_axis(pl.h_src);
+          pl.x = identity_axis(pl.w_src);
+          cur.pools.push_back(pl);
+        }
+        out.push_back(cur);
+        cur = Stage{};
+        cur.h_in = res[alive[0]].first;
+        cur.w_in = res[alive[0]].second;
+        cur.regs_in = alive;
+        cur.readout_reg = st.readout_reg;
+        cur.readout_h = st.readout_h;
+        cur.readout_w = st.readout_w;
+        circ = valid = false;
+      }
+      circ = circ || is_circ;
+      valid = valid || is_valid;
+      cur.ops.push_back(op);
+    }
+    cur.pools = st.pools;
+    out.push_back(cur);
+  }
+  for (Stage& st : out)
+    st.circular = std::any_of(st.ops.begin(), st.ops.end(),
+                              [](const StageOp& o) { return o.kind == StageOp::Conv && o.wrap; });
+  return out;
 }
 
 // Which planes each stage carries, per mode, working back from the readout: Flatten needs d = 0, GlobalAvgPool
-// every plane; a pooling needs the old offsets its windows reach. The self recursion needs d = 0 in every
-// stage with a ReLU (its diagonal feeds the ReLU of every pair) and the readout itself when a scalar ReLU
-// follows it.
+// every plane; a pooling needs the old offsets its windows reach (the union over the registers that pool).
+// The self recursion needs d = 0 in every stage with a pointwise op (its diagonal feeds the op of every pair)
+// and the readout itself when a scalar pointwise op follows it.
 void plan_planes(Program& P) {
   std::vector<Stage>& S = P.stages;
-  const bool scalar_relu = P.n_scalar_relu > 0;
+  const bool scalar_act = P.n_scalar_relu > 0;
   const Stage& last = S.back();
   Band need[2];
-  need[kPair] = P.readout == Readout::Gap ? full_band(last.h_out, last.w_out) : kZero;
+  need[kPair] = P.readout == Readout::Gap ? full_band(last.readout_h, last.readout_w) : kZero;
   if (P.readout == Readout::Flatten || has_act(last)) need[kSelf] = kZero;
-  if (P.readout == Readout::Gap && scalar_relu) need[kSelf] = full_band(last.h_out, last.w_out);
+  if (P.readout == Readout::Gap && scalar_act) need[kSelf] = full_band(last.readout_h, last.readout_w);
   for (int s = static_cast<int>(S.size()) - 1; s >= 0; --s) {
     Stage& st = S[s];
     for (int m = 0; m < 2; ++m) {
       if (s + 1 < static_cast<int>(S.size())) {
         const Stage& nx = S[s + 1];
-        need[m] = nx.active[m] ? back(st, linear(nx.need[m], nx.h_in, nx.w_in, nx.circular)) : Band{};
+        need[m] = Band{};
+        if (nx.active[m]) {
+          const Band lin = linear(nx.need[m], nx.h_in, nx.w_in, nx.circular);
+          for (const RegPool& p : st.pools) need[m] = unite(need[m], back(p, lin));
+        }
       }
       if (m == kSelf && has_act(st)) need[m] = unite(need[m], kZero);
       st.active[m] = need[m].any;
-      st.need[m] = need[m].any ? carried(need[m], st.h_out, st.w_out, st.circular) : Range{};
+      st.need[m] = need[m].any ? carried(need[m], st.h_in, st.w_in, st.circular) : Range{};
     }
   }
   if (!S[0].active[kPair]) malformed("no plane is read out");
@@ -644,14 +853,17 @@ Program compile(const ProgramSpec& spec) {
   P.spatial = spec.spatial;
   P.layer_shapes.assign(spec.layers.size(), LayerShape{});
   for (int i = 0; i < static_cast<int>(spec.layers.size()); ++i) check_params(i, spec.layers[i]);
-  Channels ch{spec.C};
-  if (!spec.spatial) {
-    for (int i = 0; i < static_cast<int>(spec.layers.size()); ++i) compile_scalar(P, i, spec.layers[i], ch);
-  } else {
-    std::vector<Stage> stages;
-    compile_spatial(P, spec, stages, ch);
-    P.stages = split_representations(std::move(stages));
+  const std::vector<Step> steps = linearize(spec, P.n_regs, P.final_reg);
+  if (P.n_regs > 64) malformed("more than 64 streams alive at once");
+  std::vector<Channels> ch(P.n_regs);
+  ch[0].n = spec.C;
+  size_t next = 0;
+  if (spec.spatial) {
+    compile_spatial(P, spec, steps, next, ch);
+    P.stages = split_representations(std::move(P.stages));
   }
+  P.readout_reg = spec.spatial ? P.stages.back().readout_reg : 0;
+  for (; next < steps.size(); ++next) compile_scalar_step(P, spec, steps[next], ch);
 
   // Self-data layout and plane sizes.
   int off = 0;
@@ -680,15 +892,16 @@ Program compile(const ProgramSpec& spec) {
         for (int m = 0; m < 2; ++m)
           if (st.active[m]) {
             st.store[m] = plane_offsets(st.need[m], st.h_in, st.w_in, st.circular);
-            P.max_store[m] = std::max(P.max_store[m], st.store[m].back());
+            P.max_store[m] = std::max<int64_t>(P.max_store[m], st.store[m].back() * st.regs_in.size());
           }
-      if (!st.has_pool) continue;
+      if (!st.has_pool()) continue;
       const Stage& nx = P.stages[s + 1];
-      for (int m = 0; m < 2; ++m) {
-        if (!nx.active[m]) continue;
-        st.table_y[m] = make_table(st.pool_y, st.h_out, nx.h_in, nx.circular, nx.need[m].y0, nx.need[m].y1);
-        st.table_x[m] = make_table(st.pool_x, st.w_out, nx.w_in, nx.circular, nx.need[m].x0, nx.need[m].x1);
-      }
+      for (RegPool& p : st.pools)
+        for (int m = 0; m < 2; ++m) {
+          if (!nx.active[m]) continue;
+          p.table_y[m] = make_table(p.y, p.h_src, nx.h_in, nx.circular, nx.need[m].y0, nx.need[m].y1);
+          p.table_x[m] = make_table(p.x, p.w_src, nx.w_in, nx.circular, nx.need[m].x0, nx.need[m].x1);
+        }
     }
   }
   return P;

@@ -26,9 +26,10 @@ enum class OpKind : int {
   Relu, ABRelu, RectMono, Erf, Gelu, Sin, Monomial, Hermite, Polynomial, Sign,  // activations
   LayerNorm,                                                         // normalization over channels
   AvgPool, SumPool, GaussianPool,                                    // poolings
-  GlobalAvgPool, GlobalSumPool, Flatten                              // readouts
+  GlobalAvgPool, GlobalSumPool, Flatten,                             // readouts
+  Identity, FanOut, Parallel, Branch, End, FanInSum                  // structure: streams and branches
 };
-constexpr int kNumOpKinds = 19;
+constexpr int kNumOpKinds = 25;
 
 struct OpInfo {
   OpKind kind;
@@ -57,6 +58,7 @@ struct LayerSpec {
   double a = 0, b = 0, c = 0;        // ABRelu (a, b), Erf/Sin (a, b, c), LayerNorm (eps in a)
   int degree = 0;                    // RectMono, Monomial, Hermite
   std::vector<double> coef;          // Polynomial: coef[m] multiplies x^m
+  int count = 0;                     // FanOut: streams; Parallel: branches
 };
 
 struct ProgramSpec {
@@ -68,10 +70,13 @@ struct ProgramSpec {
 // ---- The compiled program --------------------------------------------------------------------------------
 enum Mode : int { kPair = 0, kSelf = 1 };  // a pair (x, y), or the per-image self recursion (x, x)
 
-// A convolution or a pointwise op (activation, LayerNorm) inside a stage. Resolutions are those entering /
-// leaving the op.
+// A convolution, a pointwise op (activation, LayerNorm) or a stream op inside a stage, acting on one
+// register (a stream of a branching net: FanOut copies a register, FanInSum adds registers). Resolutions are
+// those of its register entering / leaving the op.
 struct StageOp {
-  enum Kind : int { Conv = 0, Act = 1 } kind = Conv;
+  enum Kind : int { Conv = 0, Act = 1, Copy = 2, Add = 3 } kind = Conv;
+  int reg = 0;                       // the register it acts on (Copy: the new copy; Add: the sum)
+  int src = -1;                      // Copy, Add: the register copied / added (Add frees it)
   int layer = -1;                    // index in ProgramSpec::layers
   bool wrap = false;                 // Conv: CIRCULAR (wraps within a circular plane); else zero padding
   int ky = 1, kx = 1, pad_y = 0, pad_x = 0;  // Conv: window and padding before (SAME: (k-1)/2, VALID: 0)
@@ -104,23 +109,37 @@ struct PoolTable {
   std::vector<double> g;      // w values per entry
 };
 
+// How one register leaves a stage into the next: its pooling (or a strided conv's subsampling, or an identity
+// change of representation) and the tables of it.
+struct RegPool {
+  int reg = 0;
+  int layer = -1;             // the pooling layer; -1 for an identity change of representation
+  int h_src = 0, w_src = 0;   // the register's resolution entering the pooling
+  PoolAxis y, x;
+  PoolTable table_y[2], table_x[2];  // per mode, filtered by the next stage's need
+};
+
 struct Stage {
-  int h_in = 0, w_in = 0, h_out = 0, w_out = 0;
+  int h_in = 0, w_in = 0;     // resolution of every register entering the stage
   bool circular = false;      // its planes' representation (geometry.hpp): circular iff a CIRCULAR conv is in it
   std::vector<StageOp> ops;
-  bool has_pool = false;      // ends with a pooling (or a change of representation) into the next stage
-  int pool_layer = -1;        // the pooling layer; -1 for an identity change of representation
-  PoolAxis pool_y, pool_x;
+  std::vector<int> regs_in;   // registers entering it (stage 0: {0}); their stores are blocks in this order
+  std::vector<RegPool> pools; // registers leaving into the next stage; none in the last stage
+  int readout_reg = 0;        // last stage: the register read out
+  int readout_h = 0, readout_w = 0;  // last stage: its resolution there
   Range need[2];              // planes carried, per mode (plane indices of this stage's representation)
   bool active[2] = {true, true};  // whether the mode runs this stage at all
-  std::vector<int64_t> store[2];  // stage > 0: plane_offsets of the planes entering it, per mode
-  PoolTable table_y[2], table_x[2];  // has_pool: per mode, filtered by the next stage's need
+  // stage > 0: plane_offsets of one register's planes entering it, per mode; register k of regs_in at
+  // k * store[m].back().
+  std::vector<int64_t> store[2];
+  bool has_pool() const { return !pools.empty(); }
 };
 
 enum class Readout { None, Gap, Flatten };
 
 struct ScalarOp {
-  enum Kind : int { Dense = 0, Act = 1 } kind = Dense;
+  enum Kind : int { Dense = 0, Act = 1, Copy = 2, Add = 3 } kind = Dense;
+  int reg = 0, src = -1;       // registers as in StageOp
   int layer = -1;
   double w2 = 1.0, b2 = 0.0;   // Dense: S' = w2 S + b2
   bool standard = false;       // Dense, T: NTK T' = w2 T + S'; standard T' = w2 T + t_s S + t_b
@@ -151,7 +170,10 @@ struct Program {
   std::vector<DiagSlot> diags;
   int scalar_offset = 0, n_scalar_relu = 0, self_size = 0;
   int max_plane = 1;           // largest h*w of any stage resolution
-  int64_t max_store[2] = {0, 0};  // largest pooled store (entries) per mode, 0 without pooling
+  int n_regs = 1;              // registers (streams); ids 0 .. n_regs - 1, in the spatial and the scalar part
+  int readout_reg = 0;         // the register that holds the readout (vector nets: the input) for the scalar ops
+  int final_reg = 0;           // the register that holds the result after them
+  int64_t max_store[2] = {0, 0};  // largest pooled store (entries, every register) per mode, 0 without pooling
   double readout_den = 1.0;    // Gap: (h w)^2, Flatten: h w of the last stage
 
   int input_size() const { return H * W * C; }

@@ -149,12 +149,20 @@ ProgramSpec parse_program(const std::string& text) {
       case OpKind::Polynomial:
         for (size_t k = 2; k < t.size(); ++k) L.coef.push_back(to_double(t[k], line));
         break;
+      case OpKind::FanOut:
+      case OpKind::Parallel:
+        L.count = to_int(t[1], line);
+        break;
       case OpKind::Relu:
       case OpKind::Gelu:
       case OpKind::Sign:
       case OpKind::GlobalAvgPool:
       case OpKind::GlobalSumPool:
       case OpKind::Flatten:
+      case OpKind::Identity:
+      case OpKind::Branch:
+      case OpKind::End:
+      case OpKind::FanInSum:
         break;
     }
     spec.layers.push_back(L);
@@ -205,12 +213,20 @@ std::string format_program(const ProgramSpec& spec) {
         o << " " << L.coef.size();
         for (double c : L.coef) o << " " << num(c);
         break;
+      case OpKind::FanOut:
+      case OpKind::Parallel:
+        o << " " << L.count;
+        break;
       case OpKind::Relu:
       case OpKind::Gelu:
       case OpKind::Sign:
       case OpKind::GlobalAvgPool:
       case OpKind::GlobalSumPool:
       case OpKind::Flatten:
+      case OpKind::Identity:
+      case OpKind::Branch:
+      case OpKind::End:
+      case OpKind::FanInSum:
         break;
     }
     o << "\n";

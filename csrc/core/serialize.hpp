@@ -12,6 +12,8 @@
 //   avgpool PY PX SY SX SAME|VALID | sumpool PY PX SY SX SAME|VALID
 //   gaussianpool S SIGMA       (SIGMA 0: the default S / sqrt 2)
 //   globalavgpool | globalsumpool | flatten
+//   identity | fanout N | faninsum
+//   parallel N                  (then N branches, each 'branch' followed by its layers, then 'end')
 //
 // one layer per line, in order; numbers in decimal (Python's repr round-trips exactly through strtod).
 #pragma once

@@ -130,7 +130,12 @@ class Engine {
  public:
   Engine(const Program& P, const PackLayout& lay) : P_(P), lay_(lay) {
     const size_t plane = static_cast<size_t>(P.max_plane) * L;
-    for (auto* b : {&s0_, &t0_, &s1_, &t1_, &hs_, &ht_}) b->assign(plane, T(0));
+    for (auto* b : {&hs_, &ht_}) b->assign(plane, T(0));
+    // One (S, T) buffer per register and one spare (a convolution writes into a free buffer).
+    bufs_.assign(2 * (P.n_regs + 1), std::vector<T>(plane, T(0)));
+    reg_buf_.assign(P.n_regs, -1);
+    sy_.assign(P.n_regs, Span{0, 0});
+    sx_.assign(P.n_regs, Span{0, 0});
     int kmax = 1;
     for (const Stage& st : P.stages)
       for (const StageOp& op : st.ops) kmax = std::max(kmax, op.kx);
@@ -148,9 +153,8 @@ class Engine {
   // Bytes of every buffer this engine owns.
   int64_t bytes() const {
     size_t n = 0;
-    for (const auto* b : {&s0_, &t0_, &s1_, &t1_, &hs_, &ht_, &pad_, &zero_, &row_, &xbuf_, &in_s_, &in_t_,
-                          &out_s_, &out_t_})
-      n += b->size();
+    for (const auto* b : {&hs_, &ht_, &pad_, &zero_, &row_, &xbuf_, &in_s_, &in_t_, &out_s_, &out_t_}) n += b->size();
+    for (const auto& b : bufs_) n += b.size();
     for (const auto& d : diag_self_) n += d.size();
     return static_cast<int64_t>(n * sizeof(T));
   }
@@ -183,8 +187,9 @@ class Engine {
       const Stage& st = P_.stages[s];
       if (!st.active[mode_]) break;
       const Range& need = st.need[mode_];
-      if (st.has_pool && P_.stages[s + 1].active[mode_]) {
-        const int64_t n = P_.stages[s + 1].store[mode_].back() * L;
+      if (st.has_pool() && P_.stages[s + 1].active[mode_]) {
+        const Stage& nx = P_.stages[s + 1];
+        const int64_t n = nx.store[mode_].back() * static_cast<int64_t>(nx.regs_in.size()) * L;
         std::fill(out_s_.begin(), out_s_.begin() + n, T(0));
         std::fill(out_t_.begin(), out_t_.begin() + n, T(0));
       }
@@ -193,7 +198,7 @@ class Engine {
       for (int dy = need.y0; dy <= need.y1; ++dy)
         for (int dx = need.x0; dx <= need.x1; ++dx)
           if (dy != 0 || dx != 0) plane(s, dy, dx);
-      if (st.has_pool) {
+      if (st.has_pool()) {
         std::swap(in_s_, out_s_);
         std::swap(in_t_, out_t_);
       }
@@ -232,87 +237,167 @@ class Engine {
     }
   }
 
+  // The ops after the readout (or of a vector net) on one lane's values; registers as in the stages.
   void scalar_part(int l, T& s, T& t, T* const* self_out) {
+    T sr[64], tr[64];
+    sr[P_.readout_reg] = s;
+    tr[P_.readout_reg] = t;
     for (const ScalarOp& op : P_.scalar) {
+      T &so = sr[op.reg], &to = tr[op.reg];
       switch (op.kind) {
         case ScalarOp::Dense:
           if (op.standard) {
-            t = static_cast<T>(op.w2) * t + static_cast<T>(op.t_s) * s + static_cast<T>(op.t_b);
-            s = static_cast<T>(op.w2) * s + static_cast<T>(op.b2);
+            to = static_cast<T>(op.w2) * to + static_cast<T>(op.t_s) * so + static_cast<T>(op.t_b);
+            so = static_cast<T>(op.w2) * so + static_cast<T>(op.b2);
           } else {
-            s = static_cast<T>(op.w2) * s + static_cast<T>(op.b2);
-            t = static_cast<T>(op.w2) * t + s;
+            so = static_cast<T>(op.w2) * so + static_cast<T>(op.b2);
+            to = static_cast<T>(op.w2) * to + so;
           }
           break;
         case ScalarOp::Act: {
           T px, py;
           if (self_) {
-            self_out[l][P_.scalar_offset + op.relu_slot] = s;
-            px = py = s;
+            self_out[l][P_.scalar_offset + op.relu_slot] = so;
+            px = py = so;
           } else {
             px = scal_x_[op.relu_slot * L + l];
             py = scal_y_[op.relu_slot * L + l];
           }
-          act_step(op.act, s, t, px, py);
+          act_step(op.act, so, to, px, py);
           break;
         }
+        case ScalarOp::Copy:
+          so = sr[op.src];
+          to = tr[op.src];
+          break;
+        case ScalarOp::Add:
+          so = so + sr[op.src];
+          to = to + tr[op.src];
+          break;
       }
     }
+    s = sr[P_.final_reg];
+    t = tr[P_.final_reg];
   }
 
-  // Runs plane (dy, dx) of stage s through its layers, then pools it into the next stage or reads it out.
+  // Buffers of the registers of the current plane: register r's S and T in bufs_[2 b], bufs_[2 b + 1] with
+  // b = reg_buf_[r] (-1: the register holds no positions of this plane).
+  int take_buf() {
+    for (int b = 0;; ++b)
+      if (!used_[b]) {
+        used_[b] = true;
+        return b;
+      }
+  }
+  void release(int r) {
+    if (reg_buf_[r] >= 0) used_[reg_buf_[r]] = false;
+    reg_buf_[r] = -1;
+  }
+  T* S_of(int r) { return bufs_[2 * reg_buf_[r]].data(); }
+  T* T_of(int r) { return bufs_[2 * reg_buf_[r] + 1].data(); }
+
+  // Runs plane (dy, dx) of stage s through its ops (on each register), then pools each leaving register into
+  // the next stage or reads the last one out.
   void plane(int s, int dy, int dx) {
     const Stage& st = P_.stages[s];
     const bool circ = st.circular;
-    Span sy = plane_span(st.h_in, dy, circ), sx = plane_span(st.w_in, dx, circ);
-    if (sy.len <= 0 || sx.len <= 0) return;
-    T* S = s0_.data();
-    T* Tt = t0_.data();
-    if (s == 0) {
-      cross_correlation(dy, dx, sy, sx, S, Tt);
-    } else {
-      const Range& need = st.need[mode_];
-      const size_t n = static_cast<size_t>(sy.len) * sx.len * L;
-      const size_t o = static_cast<size_t>(st.store[mode_][need.index(dy, dx)]) * L;
-      std::memcpy(S, in_s_.data() + o, n * sizeof(T));
-      std::memcpy(Tt, in_t_.data() + o, n * sizeof(T));
+    const Span sy0 = plane_span(st.h_in, dy, circ), sx0 = plane_span(st.w_in, dx, circ);
+    if (sy0.len <= 0 || sx0.len <= 0) return;
+    std::fill(used_, used_ + P_.n_regs + 1, false);
+    std::fill(reg_buf_.begin(), reg_buf_.end(), -1);
+    const size_t n0 = static_cast<size_t>(sy0.len) * sx0.len * L;
+    for (size_t k = 0; k < st.regs_in.size(); ++k) {
+      const int r = st.regs_in[k];
+      reg_buf_[r] = take_buf();
+      sy_[r] = sy0;
+      sx_[r] = sx0;
+      if (s == 0) {
+        cross_correlation(dy, dx, sy0, sx0, S_of(r), T_of(r));
+      } else {
+        const int64_t block = st.store[mode_].back() * static_cast<int64_t>(k);
+        const size_t o = static_cast<size_t>(block + st.store[mode_][st.need[mode_].index(dy, dx)]) * L;
+        std::memcpy(S_of(r), in_s_.data() + o, n0 * sizeof(T));
+        std::memcpy(T_of(r), in_t_.data() + o, n0 * sizeof(T));
+      }
     }
     for (size_t k = 0; k < st.ops.size(); ++k) {
       const StageOp& op = st.ops[k];
+      const int r = op.reg;
       switch (op.kind) {
         case StageOp::Conv: {
+          // A pointwise op right after the conv on the same register runs on each output row in L1.
+          const bool fuse = k + 1 < st.ops.size() && st.ops[k + 1].kind == StageOp::Act && st.ops[k + 1].reg == r;
+          if (reg_buf_[r] < 0) {
+            k += fuse;
+            break;
+          }
           const Span oy = plane_span(op.h_out, dy, circ), ox = plane_span(op.w_out, dx, circ);
-          if (oy.len <= 0 || ox.len <= 0) return;  // the plane leaves the state: it contributes nothing
-          T* S2 = (S == s0_.data()) ? s1_.data() : s0_.data();
-          T* T2 = (Tt == t0_.data()) ? t1_.data() : t0_.data();
-          // A pointwise op right after the conv runs on each output row while it is still in L1.
-          const bool fuse = k + 1 < st.ops.size() && st.ops[k + 1].kind == StageOp::Act;
+          if (oy.len <= 0 || ox.len <= 0) {  // the plane leaves the register's state: it holds nothing more
+            release(r);
+            k += fuse;
+            break;
+          }
+          const Span sy = sy_[r], sx = sx_[r];
+          const int q = take_buf();
           const Bound by{op.wrap, segment_break(sy.len, dy, circ)}, bx{op.wrap, segment_break(sx.len, dx, circ)};
-          conv(op, fuse ? &st.ops[k + 1] : nullptr, dy, dx, sy, sx, oy, ox, by, bx, S, Tt, S2, T2);
-          if (fuse) ++k;
-          S = S2;
-          Tt = T2;
-          sy = oy;
-          sx = ox;
+          conv(op, fuse ? &st.ops[k + 1] : nullptr, dy, dx, sy, sx, oy, ox, by, bx, S_of(r), T_of(r),
+               bufs_[2 * q].data(), bufs_[2 * q + 1].data());
+          release(r);
+          reg_buf_[r] = q;
+          sy_[r] = oy;
+          sx_[r] = ox;
+          k += fuse;
           break;
         }
         case StageOp::Act:
-          for (int i = 0; i < sy.len; ++i)
-            act_row(op, dy, dx, sy, sx, i, S + static_cast<size_t>(i) * sx.len * L,
-                     Tt + static_cast<size_t>(i) * sx.len * L);
+          if (reg_buf_[r] < 0) break;
+          for (int i = 0; i < sy_[r].len; ++i)
+            act_row(op, dy, dx, sy_[r], sx_[r], i, S_of(r) + static_cast<size_t>(i) * sx_[r].len * L,
+                    T_of(r) + static_cast<size_t>(i) * sx_[r].len * L);
           break;
+        case StageOp::Copy: {
+          release(r);
+          if (reg_buf_[op.src] < 0) break;
+          reg_buf_[r] = take_buf();
+          sy_[r] = sy_[op.src];
+          sx_[r] = sx_[op.src];
+          const size_t n = static_cast<size_t>(sy_[r].len) * sx_[r].len * L;
+          std::memcpy(S_of(r), S_of(op.src), n * sizeof(T));
+          std::memcpy(T_of(r), T_of(op.src), n * sizeof(T));
+          break;
+        }
+        case StageOp::Add: {
+          // Same resolution, so both hold this plane's positions or neither does.
+          if (reg_buf_[op.src] >= 0 && reg_buf_[r] >= 0) {
+            const size_t n = static_cast<size_t>(sy_[r].len) * sx_[r].len * L;
+            T *ds = S_of(r), *dt = T_of(r);
+            const T *ss = S_of(op.src), *st2 = T_of(op.src);
+            for (size_t e = 0; e < n; ++e) ds[e] = ds[e] + ss[e];
+            for (size_t e = 0; e < n; ++e) dt[e] = dt[e] + st2[e];
+          }
+          release(op.src);
+          break;
+        }
       }
     }
-    if (st.has_pool) {
-      if (!P_.stages[s + 1].active[mode_]) return;
-      Segment gy[2], gx[2];
-      const int ny = plane_segments(st.h_out, dy, circ, gy), nx = plane_segments(st.w_out, dx, circ, gx);
-      for (int a = 0; a < ny; ++a)
-        for (int b = 0; b < nx; ++b) pool(s, gy[a], gx[b], sy, sx, S, Tt);
+    if (st.has_pool()) {
+      const Stage& nx = P_.stages[s + 1];
+      if (!nx.active[mode_]) return;
+      for (const RegPool& p : st.pools) {
+        const int r = p.reg;
+        if (reg_buf_[r] < 0) continue;
+        const int block = static_cast<int>(std::find(nx.regs_in.begin(), nx.regs_in.end(), r) - nx.regs_in.begin());
+        Segment gy[2], gx[2];
+        const int ny = plane_segments(p.h_src, dy, circ, gy), nxs = plane_segments(p.w_src, dx, circ, gx);
+        for (int a = 0; a < ny; ++a)
+          for (int b = 0; b < nxs; ++b) pool(s, p, block, gy[a], gx[b], sy_[r], sx_[r], S_of(r), T_of(r));
+      }
     } else if (P_.readout == Readout::Gap || (dy == 0 && dx == 0)) {
-      const size_t n = static_cast<size_t>(sy.len) * sx.len;
-      accumulate(S, n, acc_s_);
-      accumulate(Tt, n, acc_t_);
+      const int r = st.readout_reg;
+      if (reg_buf_[r] < 0) return;
+      const size_t n = static_cast<size_t>(sy_[r].len) * sx_[r].len;
+      accumulate(S_of(r), n, acc_s_);
+      accumulate(T_of(r), n, acc_t_);
     }
   }
 
@@ -484,18 +569,19 @@ class Engine {
     });
   }
 
-  // Adds one linear segment (gy x gx) of a plane of stage s, whose buffer holds positions sy x sx, to every
-  // plane of the next stage that its pooling reaches (the pooling tables of the program).
-  void pool(int s, Segment gy, Segment gx, Span sy, Span sx, const T* S, const T* Tt) {
-    const Stage& st = P_.stages[s];
+  // Adds one linear segment (gy x gx) of a register's plane of stage s, whose buffer holds positions sy x sx,
+  // to every plane of the next stage that its pooling p reaches (the pooling tables of the program), in the
+  // register's store block.
+  void pool(int s, const RegPool& p, int block, Segment gy, Segment gx, Span sy, Span sx, const T* S, const T* Tt) {
     const Stage& nx = P_.stages[s + 1];
-    const PoolTable &ty = st.table_y[mode_], &tx = st.table_x[mode_];
+    const PoolTable &ty = p.table_y[mode_], &tx = p.table_x[mode_];
     const int ay0 = ty.first[gy.d + ty.n - 1], ay1 = ty.first[gy.d + ty.n];
     const int ax0 = tx.first[gx.d + tx.n - 1], ax1 = tx.first[gx.d + tx.n];
     if (ay0 == ay1 || ax0 == ax1) return;
-    const PoolAxis &pyx = st.pool_y, &pxx = st.pool_x;
+    const PoolAxis &pyx = p.y, &pxx = p.x;
     const Range& need = nx.need[mode_];
     const std::vector<int64_t>& offs = nx.store[mode_];
+    const int64_t base = offs.back() * block;
     const int wy = ty.w, wx = tx.w, lx = sx.len;
     T* rs = row_.data();
     T* rt = row_.data() + static_cast<size_t>(P_.W) * L;
@@ -533,7 +619,7 @@ class Engine {
           const Span jx = plane_span(nx.w_in, b.dn, false);
           const int xbase = nx.circular ? 0 : jx.start;
           const int rowlen = plane_span(nx.w_in, b.plane, nx.circular).len;
-          const size_t o = (static_cast<size_t>(offs[need.index(a.plane, b.plane)]) +
+          const size_t o = (static_cast<size_t>(base + offs[need.index(a.plane, b.plane)]) +
                             static_cast<size_t>(j - ybase) * rowlen + (jx.start - xbase)) * L;
           T* qs = out_s_.data() + o;
           T* qt = out_t_.data() + o;
@@ -563,7 +649,11 @@ class Engine {
   std::vector<const T*> dgx_, dgy_;       // this batch's ReLU diagonals of x and y
   std::vector<std::vector<T>> diag_self_;  // self mode: the diagonals being recorded
   std::vector<T> xbuf_;                    // pair mode: x broadcast to all lanes
-  std::vector<T> s0_, t0_, s1_, t1_, hs_, ht_, row_, pad_, zero_;
+  std::vector<std::vector<T>> bufs_;       // (S, T) per register, and a spare
+  std::vector<int> reg_buf_;               // the buffer of each register in the current plane, -1: none
+  bool used_[65] = {};
+  std::vector<Span> sy_, sx_;              // each register's positions in the current plane
+  std::vector<T> hs_, ht_, row_, pad_, zero_;
   std::vector<T> in_s_, in_t_, out_s_, out_t_;  // this stage's input planes, the next stage's
   double acc_s_[L], acc_t_[L];
 };

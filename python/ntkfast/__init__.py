@@ -9,9 +9,9 @@ scikit-learn), ``nf.data``, ``nf.krr_stream``, ``nf.distributed`` (needs dask.di
 """
 import importlib as _importlib
 
-from .arch import (ABRelu, Abs, Arch, AvgPool, Conv, Cos, Dense, Erf, Flatten, GaussianPool,  # noqa: F401
-                   Gelu, GlobalAvgPool, GlobalSumPool, Hermite, Layer, LayerNorm, LeakyRelu, Monomial, Polynomial,
-                   RectifiedMonomial, ReLU, Sign, Sin, SumPool, serial)
+from .arch import (ABRelu, Abs, Arch, AvgPool, Conv, Cos, Dense, Erf, FanInSum, FanOut, Flatten,  # noqa: F401
+                   GaussianPool, Gelu, GlobalAvgPool, GlobalSumPool, Hermite, Identity, Layer, LayerNorm, LeakyRelu,
+                   Monomial, Parallel, Polynomial, RectifiedMonomial, ReLU, Sign, Sin, SumPool, parallel, serial)
 from .inputs import Kernels  # noqa: F401
 from . import presets, reference  # noqa: F401
 

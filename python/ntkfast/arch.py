@@ -16,7 +16,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-__all__ = ["Layer", "Conv", "Dense", "ReLU", "ABRelu", "LeakyRelu", "Abs", "RectifiedMonomial", "Erf", "Gelu",
+__all__ = ["Layer", "Conv", "Dense", "Identity", "FanOut", "FanInSum", "Parallel", "parallel", "ReLU", "ABRelu", "LeakyRelu", "Abs", "RectifiedMonomial", "Erf", "Gelu",
            "Sin", "Cos", "Monomial", "Hermite", "Polynomial", "Sign", "LayerNorm", "AvgPool", "SumPool",
            "GaussianPool", "GlobalAvgPool", "GlobalSumPool", "Flatten", "serial", "Arch", "Plan", "LayerShape"]
 
@@ -468,6 +468,111 @@ class Dense(Layer):
 
 
 @dataclass(frozen=True)
+class Identity(Layer):
+    """The identity (``stax.Identity``): a residual block's shortcut."""
+
+    _token = "identity"
+    homogeneous = True
+
+    def _args(self):
+        return []
+
+
+@dataclass(frozen=True)
+class FanOut(Layer):
+    """Copies the single stream into ``n`` streams for a following :func:`parallel` (``stax.FanOut``)."""
+
+    n: int = 2
+    _token = "fanout"
+    homogeneous = True
+
+    def __post_init__(self):
+        if isinstance(self.n, bool) or not isinstance(self.n, numbers.Integral) or self.n < 1:
+            raise ValueError(f"FanOut: n must be an int >= 1; got {self.n!r}")
+        object.__setattr__(self, "n", int(self.n))
+
+    def _args(self):
+        return [self.n]
+
+
+@dataclass(frozen=True)
+class FanInSum(Layer):
+    """Sums the streams into one (``stax.FanInSum``): the kernels add, since every branch but at most one ends
+    with weights of its own (independent, mean zero). Every summed stream must be Gaussian (a Conv or Dense
+    last, or an Identity of a Gaussian), as neural-tangents requires."""
+
+    _token = "faninsum"
+    homogeneous = True
+
+    def _args(self):
+        return []
+
+
+def _branch_layers(branch, i):
+    if isinstance(branch, Layer):
+        return (branch,)
+    if isinstance(branch, Arch):
+        return branch.layers
+    if isinstance(branch, (list, tuple)) and branch and all(isinstance(l, Layer) for l in branch):
+        return tuple(branch)
+    raise TypeError(f"parallel: branch {i} must be a layer or a non-empty list of layers; got {branch!r}")
+
+
+@dataclass(frozen=True)
+class Parallel(Layer):
+    """Branches applied to the streams of a :class:`FanOut`, one each (``stax.parallel``); build it with
+    :func:`parallel`."""
+
+    branches: tuple = ()
+    _token = "parallel"
+
+    def __post_init__(self):
+        if not self.branches:
+            raise ValueError("parallel: expected at least one branch; got none")
+        object.__setattr__(self, "branches", tuple(_branch_layers(b, i) for i, b in enumerate(self.branches)))
+
+    @property
+    def spatial(self):
+        return any(l.spatial or l.readout for b in self.branches for l in b)
+
+    @property
+    def homogeneous(self):
+        return all(l.homogeneous for b in self.branches for l in b)
+
+    def _lines(self):
+        out = [f"parallel {len(self.branches)}"]
+        for b in self.branches:
+            out.append("branch")
+            out += [line for l in b for line in _layer_lines(l)]
+        return out + ["end"]
+
+    def __repr__(self):
+        return "parallel(" + ", ".join("[" + ", ".join(repr(l) for l in b) + "]" for b in self.branches) + ")"
+
+
+def parallel(*branches):
+    """Branches for the streams of a :class:`FanOut`: each a layer or a list of layers (or a serial net of its
+    own), e.g. a residual block ``FanOut(2), parallel([ReLU(), Conv(3), ReLU(), Conv(3)], Identity()),
+    FanInSum()``."""
+    return Parallel(tuple(branches))
+
+
+def _layer_lines(l):
+    if isinstance(l, Parallel):
+        return l._lines()
+    return [" ".join([l._token] + [str(a) for a in l._args()])]
+
+
+def _walk(layers):
+    """Every layer of a (possibly branching) layer list, depth first."""
+    for l in layers:
+        yield l
+        if isinstance(l, Parallel):
+            for b in l.branches:
+                yield from _walk(b)
+
+
+@dataclass(frozen=True)
 class LayerShape:
     """Resolution of the state entering and leaving a layer; ``None`` for scalar (fully-connected) states."""
 
@@ -497,41 +602,101 @@ def type_name(layer):
     return type(layer).__name__
 
 
+@dataclass
+class _Stream:
+    """What the structure check knows of one stream of the state."""
+
+    gaussian: bool = False              # a Gaussian pre-activation (Conv or Dense last, through linear layers)
+    source: str = "the network input"   # what it is, for messages
+    fresh: bool = True                  # weights of its own since the last FanOut
+    scalar: bool = False                # after the readout (or a vector net)
+
+
 def _check_structure(layers):
-    """Order of the layers and the Gaussian-input rule of activations; raises ValueError naming the layer."""
+    """Order of the layers, streams of FanOut / parallel / FanInSum, and the Gaussian-input rule of activations;
+    raises ValueError naming the layer."""
+    conv = any(l.spatial or l.readout for l in _walk(layers))
     readouts = [i for i, l in enumerate(layers) if l.readout]
-    spatial = [i for i, l in enumerate(layers) if l.spatial]
-    if spatial or readouts:
+    if conv:
+        if any(l.readout for p in layers if isinstance(p, Parallel) for l in _walk(p.branches[0] + sum(p.branches[1:], ()))):
+            raise ValueError("serial: a readout inside parallel(...) is not supported; put GlobalAvgPool/Flatten after "
+                             "the FanInSum")
         if not readouts:
             raise ValueError("serial: a convolutional net needs a readout (GlobalAvgPool() or Flatten()) after its "
                              f"last spatial layer; got none in {list(map(type_name, layers))}")
         if len(readouts) > 1:
             raise ValueError(f"serial: expected exactly one readout; got {len(readouts)} at layers {readouts}")
         r = readouts[0]
-        late = [i for i in spatial if i > r]
+        late = [i for i, l in enumerate(layers) if i > r and l.spatial]
         if late:
             raise ValueError(f"serial: layer {late[0]} ({type_name(layers[late[0]])}) is spatial but comes after the "
                              f"readout at layer {r}; the readout must follow every Conv/pooling layer")
         for i in range(r):
-            if isinstance(layers[i], Dense):
+            if any(isinstance(l, Dense) for l in _walk([layers[i]])):
                 raise ValueError(f"serial: layer {i} (Dense) comes before the readout at layer {r}; in a "
                                  f"convolutional net Dense layers go after GlobalAvgPool/Flatten")
+    streams = _walk_streams(layers, [_Stream(scalar=not conv)], "layer ")
+    if len(streams) != 1:
+        raise ValueError(f"serial: the net ends with {len(streams)} streams; a FanOut needs a FanInSum after it")
+
+
+def _walk_streams(layers, streams, where):
     # A dual activation map is the kernel of phi(z) only for a Gaussian z: the output of a Conv or Dense,
     # possibly through linear layers (pools, readouts). neural-tangents refuses the rest too.
-    source = "the network input"
-    gaussian = False
     for i, l in enumerate(layers):
+        name = f"{where}{i} ({type_name(l)})"
+        if isinstance(l, FanOut):
+            if len(streams) != 1:
+                raise ValueError(f"serial: {name} takes one stream; got {len(streams)} (a FanInSum is missing)")
+            streams = [_Stream(streams[0].gaussian, streams[0].source, False, streams[0].scalar) for _ in range(l.n)]
+            continue
+        if isinstance(l, Parallel):
+            if len(l.branches) != len(streams):
+                raise ValueError(f"serial: {name} has {len(l.branches)} branches for {len(streams)} stream(s); "
+                                 f"put a FanOut({len(l.branches)}) before it")
+            out = []
+            for b, (branch, st) in enumerate(zip(l.branches, streams)):
+                res = _walk_streams(branch, [st], f"{where}{i}, branch {b}, layer ")
+                if len(res) != 1:
+                    raise ValueError(f"serial: {name}, branch {b} ends with {len(res)} streams; close its FanOut with "
+                                     "a FanInSum")
+                out += res
+            streams = out
+            continue
+        if isinstance(l, FanInSum):
+            if len(streams) > 1:
+                bad = [k for k, st in enumerate(streams) if not st.gaussian]
+                if bad:
+                    raise ValueError(f"serial: {name} sums Gaussian streams only (a Conv or Dense last in every "
+                                     f"branch, or an Identity of a Gaussian), but stream {bad[0]} is "
+                                     f"{streams[bad[0]].source}")
+                same = [k for k, st in enumerate(streams) if not st.fresh]
+                if len(same) > 1:
+                    raise ValueError(f"serial: {name} sums streams {same[0]} and {same[1]}, which have no weights of "
+                                     "their own since the FanOut: they are the same Gaussian, and their kernels do "
+                                     "not add; give all branches but one a Conv or Dense")
+                if len({st.scalar for st in streams}) > 1:
+                    raise ValueError(f"serial: {name} sums streams before and after the readout")
+            streams = [_Stream(True, f"the output of {name}", True, streams[0].scalar)]
+            continue
+        if len(streams) != 1:
+            raise ValueError(f"serial: {name} acts on one stream but gets {len(streams)} (after a FanOut); put it "
+                             f"inside parallel(...), or sum the streams with FanInSum first")
+        st = streams[0]
         if l.affine:
-            gaussian = True
+            st.gaussian, st.fresh, st.source = True, True, f"the output of {name}"
         elif l.nonlinear or l.needs_gaussian:
-            if not gaussian:
+            if not st.gaussian:
                 raise ValueError(
-                    f"serial: layer {i} ({type_name(l)}) needs a Gaussian input, the output of a Conv or Dense "
-                    f"layer (possibly through pooling or a readout), but it gets {source}; put a Conv or Dense "
+                    f"serial: {name} needs a Gaussian input, the output of a Conv or Dense "
+                    f"layer (possibly through pooling or a readout), but it gets {st.source}; put a Conv or Dense "
                     f"before it")
             if l.nonlinear:
-                gaussian = False
-                source = f"the output of layer {i} ({type_name(l)})"
+                st.gaussian = False
+                st.source = f"the output of {name}"
+        if l.readout:
+            st.scalar = True
+    return streams
 
 
 @dataclass(frozen=True)
@@ -553,12 +718,12 @@ class Arch:
 
     @property
     def convolutional(self):
-        return any(l.spatial or l.readout for l in self.layers)
+        return any(l.spatial or l.readout for l in _walk(self.layers))
 
     @property
     def homogeneous(self):
         """K(a x, b y) = a b K(x, y) for a, b > 0: every layer is (bias-free NTK-parameterized Conv/Dense,
-        ReLU/ABRelu, poolings, readouts)."""
+        ReLU/ABRelu, poolings, readouts, Identity and branches of these)."""
         return all(l.homogeneous for l in self.layers)
 
     def __repr__(self):
@@ -570,7 +735,7 @@ class Arch:
         shape = _input_shape(self, input_shape)
         head = f"input image {shape[0]} {shape[1]} {shape[2]}" if self.convolutional else f"input vector {shape[0]}"
         lines = ["ntkfast-program 2", head]
-        lines += [" ".join([l._token] + [str(a) for a in l._args()]) for l in self.layers]
+        lines += [line for l in self.layers for line in _layer_lines(l)]
         return "\n".join(lines) + "\n"
 
     def plan(self, input_shape):

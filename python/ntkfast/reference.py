@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arch import (ABRelu, AvgPool, Conv, Dense, Erf, Flatten, GaussianPool, Gelu, GlobalAvgPool, GlobalSumPool,
+from .arch import (ABRelu, AvgPool, Conv, Dense, Erf, FanInSum, FanOut, Flatten, GaussianPool, Gelu, GlobalAvgPool,
+                   GlobalSumPool, Identity, Parallel,
                    Hermite, LayerNorm, Monomial, Polynomial, RectifiedMonomial, ReLU, Sign, Sin, SumPool)
-from .inputs import Kernels, check_inputs, check_kind
+from .inputs import Kernels, check_arch, check_inputs, check_kind
 
 __all__ = ["gram", "pair", "fc_closed_form", "angle_error_bound", "kappa0", "kappa1"]
 
@@ -142,6 +143,8 @@ def _pointwise(layer, S, T, nx, ny):
     if isinstance(layer, RectifiedMonomial):
         n = layer.degree
         Sn = P ** (n / 2) * _arccos_j(n, theta) / (2 * np.pi)
+        if n == 0:  # (x >= 0) is 1 at x = 0: two all-zero inputs give 1, one of them 1/2 (as the formula)
+            Sn = np.where(np.multiply.outer(nx == 0, ny == 0), 1.0, Sn)
         dot = zero if n == 0 else n * n * P ** ((n - 1) / 2) * _arccos_j(n - 1, theta) / (2 * np.pi)
         return Sn, T * dot
     if isinstance(layer, Erf):
@@ -182,90 +185,120 @@ def _diag(S, spatial):
     return np.einsum("ijij->ij", S).copy() if spatial else np.asarray(S).copy()
 
 
+class _Stream:
+    """One stream of a pair's state: S, T (and their error bounds), the finite width, image or scalar."""
+
+    def __init__(self, S, T, ES, ET, channels, spatial):
+        self.S, self.T, self.ES, self.ET, self.channels, self.spatial = S, T, ES, ET, channels, spatial
+
+    def copy(self):
+        c = lambda A: None if A is None else A.copy()  # noqa: E731
+        return _Stream(c(self.S), c(self.T), c(self.ES), c(self.ET), self.channels, self.spatial)
+
+    def map(self, f):
+        """Apply a linear map to S, T and the error bounds."""
+        self.S, self.T = f(self.S), f(self.T)
+        if self.ES is not None:
+            self.ES, self.ET = f(self.ES), f(self.ET)
+
+
 def _run(arch, x, y, traj_x=None, traj_y=None, delta=None):
     """Run the layer program on one pair. With traj_x None this is the self recursion of x (y is x): the
-    norms of pointwise layers come from the pair's own diagonal, and these diagonals are returned. With
-    ``delta``, also returns the first-order NTK and NNGP error bounds of :func:`angle_error_bound`."""
-    self_mode = traj_x is None
-    record = []
+    norms of pointwise layers come from the pair's own diagonal, and these diagonals are returned (in the
+    order the layers are met, branches in order). With ``delta``, also returns the first-order NNGP and NTK
+    error bounds of :func:`angle_error_bound`."""
     if arch.convolutional:
         S = np.einsum("hwc,HWc->hwHW", x, y) / x.shape[-1]
     else:
         S = np.asarray(x @ y / x.shape[-1])
-    T = np.zeros_like(S)
-    ES = ET = None if delta is None else np.zeros_like(S)
-    spatial = arch.convolutional
-    channels = x.shape[-1]                 # the finite width of the state, for standard parameterization
-    k = 0
-    for layer in arch.layers:
-        if isinstance(layer, (Conv, Dense)):
-            lin = (lambda A: _conv(A, layer)) if isinstance(layer, Conv) else (lambda A: A)
-            b2 = 0.0 if layer.b_std is None else layer.b_std ** 2
-            S_lin, T_lin = lin(S), lin(T)
-            S_new = layer.W_std ** 2 * S_lin + b2
-            if layer.parameterization == "ntk":
-                T = layer.W_std ** 2 * T_lin + S_new
-            else:  # d f / d W of the unnormalized weights: the fan-in (channels x window) times the input kernel
-                window = layer.k[0] * layer.k[1] if isinstance(layer, Conv) else 1
-                T = layer.W_std ** 2 * T_lin + channels * window * S_lin + (0.0 if layer.b_std is None else 1.0)
-            if ES is not None:
-                ES_new = layer.W_std ** 2 * lin(ES)
-                ET = layer.W_std ** 2 * lin(ET) + (ES_new if layer.parameterization == "ntk"
-                                                   else channels * window * lin(ES))
-                ES = ES_new
-            S = S_new
-            channels = layer.width
-        elif layer.nonlinear or isinstance(layer, LayerNorm):
-            if self_mode:
-                d = _diag(S, spatial)
-                record.append(d)
-                nx = ny = d
-            else:
-                nx, ny = traj_x[k], traj_y[k]
-            k += 1
-            S_new, T_new = _pointwise(layer, S, T, nx, ny)
-            if ES is not None:
-                # Roundings move S by delta n (on top of the error ES it carries); the layer's outputs move by
-                # what its map does to S +- that, clipped to |S| <= n: first order where the map is smooth,
-                # sqrt(delta) where the angle is singular (rho near +-1), whatever the kind of layer.
-                n = np.sqrt(np.multiply.outer(nx, ny))
-                dS = ES + delta * n
-                dot = _pointwise(layer, S, np.ones_like(S), nx, ny)[1]
-                es, et = np.zeros_like(S), np.zeros_like(S)
-                for sign in (-1.0, 1.0):
-                    Sp = np.clip(S + sign * dS, -n, n)
-                    Sq, Dq = _pointwise(layer, Sp, np.ones_like(S), nx, ny)
-                    es = np.maximum(es, np.abs(Sq - S_new))
-                    et = np.maximum(et, np.abs(Dq - dot))
-                ES = es
-                ET = np.abs(dot) * ET + np.abs(T) * et
-            S, T = S_new, T_new
-        elif isinstance(layer, (AvgPool, GaussianPool)):
-            S, T = _pool(S, layer), _pool(T, layer)
-            if ES is not None:
-                ES, ET = _pool(ES, layer), _pool(ET, layer)
-        elif isinstance(layer, GlobalAvgPool):
-            f = (lambda A: np.asarray(A.sum())) if isinstance(layer, GlobalSumPool) else (lambda A: np.asarray(A.mean()))
-            S, T = f(S), f(T)
-            if ES is not None:
-                ES, ET = f(ES), f(ET)
-            spatial = False
-        elif isinstance(layer, Flatten):
-            f = lambda A: np.einsum("ijij->ij", A).mean()  # noqa: E731
-            channels = None if channels is None else channels * S.shape[0] * S.shape[1]
-            S, T = f(S), f(T)
-            if ES is not None:
-                ES, ET = f(ES), f(ET)
-            spatial = False
-        else:  # pragma: no cover - serial() admits only the layers above
-            raise TypeError(f"unknown layer {layer!r}")
+    zero = None if delta is None else np.zeros_like(S)
+    st = _Stream(S, np.zeros_like(S), zero, None if zero is None else zero.copy(), x.shape[-1], arch.convolutional)
+    ctx = {"self": traj_x is None, "record": [], "tx": traj_x, "ty": traj_y, "k": 0, "delta": delta}
+    (st,) = _run_layers(arch.layers, [st], ctx)
     if delta is not None:
-        return float(S), float(T), record, (float(ES), float(ET))
-    return float(S), float(T), record
+        return float(st.S), float(st.T), ctx["record"], (float(st.ES), float(st.ET))
+    return float(st.S), float(st.T), ctx["record"]
+
+
+def _run_layers(layers, streams, ctx):
+    for layer in layers:
+        if isinstance(layer, FanOut):
+            streams = [streams[0]] + [streams[0].copy() for _ in range(layer.n - 1)]
+        elif isinstance(layer, Parallel):
+            streams = [_run_layers(b, [s], ctx)[0] for b, s in zip(layer.branches, streams)]
+        elif isinstance(layer, FanInSum):
+            # Independent mean-zero branches: the kernels of a sum are the sums of the kernels.
+            out = streams[0]
+            for s in streams[1:]:
+                out.S, out.T = out.S + s.S, out.T + s.T
+                if out.ES is not None:
+                    out.ES, out.ET = out.ES + s.ES, out.ET + s.ET
+            streams = [out]
+        else:
+            _run_layer(layer, streams[0], ctx)
+    return streams
+
+
+def _run_layer(layer, st, ctx):
+    if isinstance(layer, Identity):
+        return
+    if isinstance(layer, (Conv, Dense)):
+        lin = (lambda A: _conv(A, layer)) if isinstance(layer, Conv) else (lambda A: A)
+        b2 = 0.0 if layer.b_std is None else layer.b_std ** 2
+        S_lin, T_lin = lin(st.S), lin(st.T)
+        S_new = layer.W_std ** 2 * S_lin + b2
+        window = layer.k[0] * layer.k[1] if isinstance(layer, Conv) else 1
+        if layer.parameterization == "ntk":
+            T = layer.W_std ** 2 * T_lin + S_new
+        else:  # d f / d W of the unnormalized weights: the fan-in (channels x window) times the input kernel
+            T = layer.W_std ** 2 * T_lin + st.channels * window * S_lin + (0.0 if layer.b_std is None else 1.0)
+        if st.ES is not None:
+            ES_new = layer.W_std ** 2 * lin(st.ES)
+            st.ET = layer.W_std ** 2 * lin(st.ET) + (ES_new if layer.parameterization == "ntk"
+                                                     else st.channels * window * lin(st.ES))
+            st.ES = ES_new
+        st.S, st.T = S_new, T
+        st.channels = layer.width
+    elif layer.nonlinear or isinstance(layer, LayerNorm):
+        if ctx["self"]:
+            d = _diag(st.S, st.spatial)
+            ctx["record"].append(d)
+            nx = ny = d
+        else:
+            nx, ny = ctx["tx"][ctx["k"]], ctx["ty"][ctx["k"]]
+        ctx["k"] += 1
+        S, T = st.S, st.T
+        S_new, T_new = _pointwise(layer, S, T, nx, ny)
+        if st.ES is not None:
+            # Roundings move S by delta n (on top of the error ES it carries); the layer's outputs move by what
+            # its map does to S +- that, clipped to |S| <= n: first order where the map is smooth, sqrt(delta)
+            # where the angle is singular (rho near +-1), whatever the kind of layer.
+            n = np.sqrt(np.multiply.outer(nx, ny))
+            dS = st.ES + ctx["delta"] * n
+            dot = _pointwise(layer, S, np.ones_like(S), nx, ny)[1]
+            es, et = np.zeros_like(S), np.zeros_like(S)
+            for sign in (-1.0, 1.0):
+                Sq, Dq = _pointwise(layer, np.clip(S + sign * dS, -n, n), np.ones_like(S), nx, ny)
+                es = np.maximum(es, np.abs(Sq - S_new))
+                et = np.maximum(et, np.abs(Dq - dot))
+            st.ES, st.ET = es, np.abs(dot) * st.ET + np.abs(T) * et
+        st.S, st.T = S_new, T_new
+    elif isinstance(layer, (AvgPool, GaussianPool)):
+        st.map(lambda A: _pool(A, layer))
+    elif isinstance(layer, GlobalAvgPool):
+        st.map((lambda A: np.asarray(A.sum())) if isinstance(layer, GlobalSumPool) else (lambda A: np.asarray(A.mean())))
+        st.spatial = False
+    elif isinstance(layer, Flatten):
+        st.channels = None if st.channels is None else st.channels * st.S.shape[0] * st.S.shape[1]
+        st.map(lambda A: np.einsum("ijij->ij", A).mean())
+        st.spatial = False
+    else:  # pragma: no cover - serial() admits only the layers above
+        raise TypeError(f"unknown layer {layer!r}")
 
 
 def pair(x, y, *, arch):
     """Both kernels of one pair of inputs (x, y): a tuple (nngp, ntk) of Python floats."""
+    arch = check_arch(arch)
     X, Y, _ = check_inputs(arch, np.asarray(x)[None], np.asarray(y)[None])
     tx, ty = _run(arch, X[0], X[0])[2], _run(arch, Y[0], Y[0])[2]
     s, t, _ = _run(arch, X[0], Y[0], tx, ty)
@@ -287,6 +320,7 @@ def gram(X, Y=None, *, arch, kind=None):
     Kernels(nngp, ntk) of float64 arrays (N, M), or one array if ``kind`` is given.
     """
     check_kind(kind)
+    arch = check_arch(arch)
     X, Y, _ = check_inputs(arch, X, Y)
     sym = Y is None
     Yv = X if sym else Y
@@ -317,6 +351,7 @@ def angle_error_bound(X, Y=None, *, arch, delta):
     small multiple of eps. Used by the tests to derive tolerances: generic entries stay at O(eps), nets whose
     correlations sit at +-1 (single-channel inputs through 1x1 convolutions) at O(sqrt(eps)).
     """
+    arch = check_arch(arch)
     X, Y, _ = check_inputs(arch, X, Y)
     Yv = X if Y is None else Y
     tx = [_run(arch, x, x)[2] for x in X]
