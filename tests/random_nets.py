@@ -10,8 +10,9 @@ mixed freely, varied W_std and b_std (or no bias), NTK or standard parameterizat
 (ReLU, ABRelu, RectifiedMonomial, Erf, Gelu, Sin/Cos, Monomial, Hermite, Polynomial, Sign) and LayerNorm,
 zero to two poolings (AvgPool and SumPool SAME/VALID with strides different from the window and non-square
 windows, GaussianPool), GlobalAvgPool, GlobalSumPool or Flatten, with and without Dense/activation heads;
-and fully-connected nets. At most one activation of polynomial growth above degree 1 per net keeps the
-values in floating-point range. Images of 5-14 pixels per side (square and not) with 1-3 channels; inputs random or
+residual blocks (FanOut, parallel branches with an Identity or strided 1x1/VALID projection shortcut, a
+third branch sometimes, FanInSum) in conv nets and fully-connected heads; and fully-connected nets. At most
+one activation of polynomial growth above degree 1 per net keeps the values in floating-point range. Images of 5-14 pixels per side (square and not) with 1-3 channels; inputs random or
 MNIST crops, with duplicate and all-zero images. A net that does not fit its image is redrawn.
 """
 from __future__ import annotations
@@ -24,9 +25,9 @@ from typing import Optional
 import numpy as np
 
 import ntkfast as nf
-from ntkfast import (ABRelu, AvgPool, Conv, Cos, Dense, Erf, Flatten, GaussianPool, Gelu, GlobalAvgPool,
-                     GlobalSumPool, Hermite, LayerNorm, Monomial, Polynomial, RectifiedMonomial, ReLU, Sign, Sin,
-                     SumPool)
+from ntkfast import (ABRelu, AvgPool, Conv, Cos, Dense, Erf, FanInSum, FanOut, Flatten, GaussianPool, Gelu,
+                     GlobalAvgPool, GlobalSumPool, Hermite, Identity, LayerNorm, Monomial, Polynomial,
+                     RectifiedMonomial, ReLU, Sign, Sin, SumPool, parallel)
 
 MNIST_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 
@@ -108,16 +109,49 @@ def _pool(r):
 
 
 def _head(r, gaussian, widths, grow):
-    """Layers after the readout: nothing, or Dense/activation alternations that obey the Gaussian-input rule."""
+    """Layers after the readout: nothing, or Dense/activation alternations (and residual blocks) that obey
+    the Gaussian-input rule."""
     layers = []
     for _ in range(r.randint(0, 3)):
-        if gaussian and r.random() < 0.5:
+        if gaussian and r.random() < 0.15:
+            layers += _block(r, widths, grow, dense=True)
+        elif gaussian and r.random() < 0.5:
             layers.append(LayerNorm() if r.random() < 0.15 else _act(r, grow))
             gaussian = isinstance(layers[-1], LayerNorm)
         else:
             layers.append(widths.affine(r, Dense))
             gaussian = True
     return layers
+
+
+def _block(r, widths, grow, dense=False):
+    """A residual block on a Gaussian stream: FanOut, a main branch [act, affine, (act, affine)] and a
+    shortcut (Identity, or a projection that changes resolution as the main branch does), sometimes a third
+    branch with weights of its own, FanInSum. Widths: the branches end at the same width (standard
+    parameterization after the block needs it)."""
+    if dense:
+        main = [_act(r, grow), widths.affine(r, Dense)]
+        if r.random() < 0.5:
+            main += [_act(r, grow), widths.affine(r, Dense)]
+        shortcut = Identity() if r.random() < 0.6 else widths.affine(r, Dense)
+        branches = [main, shortcut]
+    else:
+        stride = 1 if r.random() < 0.6 else (2 if r.random() < 0.7 else (1, 2))
+        valid = stride == 1 and r.random() < 0.2
+        k1 = r.randint(1, 3) if valid else _k(r)
+        pad = "VALID" if valid else r.choice(["SAME", "SAME", "CIRCULAR"])
+        main = [_act(r, grow), widths.affine(r, Conv, k=k1, padding=pad, stride=stride)]
+        if r.random() < 0.6:
+            main += [_act(r, grow), widths.affine(r, Conv, k=_k(r), padding=r.choice(["SAME", "CIRCULAR"]))]
+        if stride == 1 and not valid and r.random() < 0.6:
+            shortcut = Identity()
+        else:
+            shortcut = widths.affine(r, Conv, k=k1 if valid else 1, padding="VALID" if valid else "SAME", stride=stride)
+        branches = [main, shortcut]
+        if r.random() < 0.2:
+            branches.append([_act(r, grow), widths.affine(r, Conv, k=k1, padding=pad, stride=stride)])
+    widths.known = False                       # the branches' widths need not agree
+    return [FanOut(len(branches)), parallel(*branches), FanInSum()]
 
 
 def _conv_net(r):
@@ -136,6 +170,8 @@ def _conv_net(r):
         gaussian = True
         if r.random() < 0.15:
             layers.append(LayerNorm())
+        while r.random() < 0.25:
+            layers += _block(r, widths, grow)
         if r.random() < 0.8:
             layers.append(_act(r, grow))
             gaussian = False
@@ -153,6 +189,8 @@ def _fc_net(r):
         layers.append(widths.affine(r, Dense))
         if r.random() < 0.15:
             layers.append(LayerNorm())
+        if r.random() < 0.2:
+            layers += _block(r, widths, grow, dense=True)
         if r.random() < 0.8:
             layers.append(_act(r, grow))
     if r.random() < 0.7:

@@ -305,6 +305,11 @@ def _compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, device, threads
         res = _core.gram_tile(prog, X[i0:i1], Yv[j0:j1], sx[i0:i1], sy[j0:j1], diag, "nngp" in names,
                               "ntk" in names, device, threads)
     res = {k: r for k, r in zip(("nngp", "ntk"), res) if r is not None and k in names}
+    for k, r in res.items():  # finite inputs give finite kernels unless the arithmetic overflowed: never pass it on
+        if not np.isfinite(r).all():
+            raise FloatingPointError(
+                f"the {k.upper()} of tile rows {i0}:{i1}, columns {j0}:{j1} overflowed in {r.dtype} (the net's "
+                f"intermediate covariances exceed its range); compute with dtype='float64'")
     if scales is not None:
         ex, ey = scales
         back = -(ex[i0:i1, None] + ey[None, j0:j1])
@@ -330,6 +335,7 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
         raise ValueError(f"threads must be a positive int or None; got {threads!r}")
     budget = None if memory_budget is None else M.parse_bytes(memory_budget, "memory_budget")
+    arch = check_arch(arch)
     X, Y, plan = check_inputs(arch, X, Y, dtype=dt, layout=layout)
     for name, a in (("X", X), ("Y", Y)):
         if a is not None and not np.isfinite(a).all():

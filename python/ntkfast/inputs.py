@@ -22,9 +22,13 @@ LAYOUTS = (None, "NHWC", "NCHW")
 
 
 def check_arch(arch):
+    """The :class:`ntkfast.Arch` of ``arch``: itself, or the net behind an ``ntkfast.stax`` layer or its
+    ``kernel_fn``. TypeError for anything else."""
     if not isinstance(arch, Arch):
-        raise TypeError(f"arch must be an ntkfast architecture built with ntkfast.serial(...) or ntkfast.presets; "
-                        f"got {type(arch).__name__}")
+        arch = getattr(arch, "ntkfast_arch", arch)
+    if not isinstance(arch, Arch):
+        raise TypeError(f"arch must be an ntkfast architecture built with ntkfast.serial(...), ntkfast.presets or "
+                        f"ntkfast.stax; got {type(arch).__name__}")
     return arch
 
 
@@ -120,7 +124,7 @@ def check_inputs(arch, X, Y=None, *, dtype=np.float64, layout=None):
     for fully-connected nets. Y must match X in every axis but the first. Empty inputs, NaN and Inf are
     refused.
     """
-    check_arch(arch)
+    arch = check_arch(arch)
     layout = check_layout(layout)
     out = []
     expect = "(N, H, W, C)" if arch.convolutional else "(N, D)"
