@@ -143,3 +143,85 @@ def test_plot_title_carries_the_measured_slopes(tmp_path, monkeypatch):
     assert f"fc1 NTK {c.slope('ntk', 1e-5, 1e-3):.3f}" in title
     assert f"fc1 NNGP {c.slope('nngp', 1e-5, 1e-3):.3f}" in title
     assert "Hölder" not in title and "Lipschitz" not in title
+
+
+# ---- other activations (issue 16) --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("act,ntk_slope,nngp_slope", [
+    ("relu", 0.5, 1.0), ("abs", 0.5, 1.0), ("leaky", 0.5, 1.0),   # phi' jumps: the derivative kernel ~ theta
+    ("relu2", 1.0, 1.0), ("erf", 1.0, 1.0), ("gelu", 1.0, 1.0),   # phi' continuous: Lipschitz
+    ("sign", 0.25, 0.25),                                           # phi jumps: 1/2 per layer, two layers
+])
+def test_fc_slopes_per_activation(act, ntk_slope, nngp_slope):
+    from ntkfast.spectrum import with_activation
+    c = Sm.holder_curve(_sphere_point(), arch=with_activation(nf.presets.fc(2), act), deltas=DELTAS, n_dirs=2,
+                        device="cpu")
+    # measured (fc2, D = 32 in the docs): every slope within 0.001 of these; 0.03 leaves room for other points
+    assert abs(c.slope("ntk") - ntk_slope) < 0.03, c.slope("ntk")
+    assert abs(c.slope("nngp") - nngp_slope) < 0.03, c.slope("nngp")
+
+
+def test_erf_fc_distances_match_reference():
+    # the float64 numpy reference (its own dual maps) on the same pairs: distances ~ delta |K| carry a
+    # cancellation error ~ eps |K| / d^2 relative: ~1e-10 at delta = 1e-3
+    from ntkfast import reference
+    from ntkfast.spectrum import with_activation
+    arch = with_activation(nf.presets.fc(2), nf.Erf())
+    x = _sphere_point()
+    deltas = np.array([1e-3, 1e-2])
+    c = Sm.holder_curve(x, arch=arch, deltas=deltas, n_dirs=1, device="cpu")
+    Y = Sm.perturb(x, deltas, 1)
+    r = reference.gram(np.concatenate([x[None], Y]), arch=arch)
+    for kind in ("nngp", "ntk"):
+        K = getattr(r, kind)
+        expect = np.sqrt(K[0, 0] + np.diag(K)[1:] - 2 * K[0, 1:]) / np.sqrt(K[0, 0])
+        np.testing.assert_allclose(getattr(c.dist, kind).ravel(), expect, rtol=1e-7)
+
+
+def test_conv_net_with_erf_is_lipschitz():
+    # the same convolutional architecture with Erf in place of ReLU: the NTK is no longer 1/2-Hölder
+    from ntkfast import data as D
+    from ntkfast.stability import to_mnist_size
+    X, _ = D.load_default()
+    img = D.normalize(to_mnist_size(X[:1]), "center_scale")[0]
+    curves = Sm.smoothness_experiment(img, _sphere_point(), conv_arch="flat2", activation=["relu", "erf"],
+                                      deltas=np.logspace(-5, -3, 3), n_dirs=1, device="cpu")
+    assert [c.label for c in curves] == ["fc2 relu", "fc2 erf", "flat2 relu", "flat2 erf"]
+    s = {c.label: (c.slope("nngp"), c.slope("ntk")) for c in curves}
+    assert abs(s["flat2 relu"][1] - 0.5) < 0.05 and abs(s["flat2 erf"][1] - 1.0) < 0.05, s
+    assert abs(s["flat2 relu"][0] - 1.0) < 0.05 and abs(s["flat2 erf"][0] - 1.0) < 0.05, s
+
+
+def test_default_activation_is_the_relu_experiment():
+    # activation='relu' (the default) keeps the labels and the numbers of the ReLU presets bitwise
+    x = _sphere_point()
+    deltas = np.logspace(-5, -3, 3)
+    a = Sm.smoothness_experiment(None, x, conv_arch=None, fc_depth=1, deltas=deltas, n_dirs=1, device="cpu")
+    b = Sm.holder_curve(x, arch=nf.presets.fc(1), deltas=deltas, n_dirs=1, device="cpu")
+    assert [c.label for c in a] == ["fc1"]
+    np.testing.assert_array_equal(a[0].dist.ntk, b.dist.ntk)
+    np.testing.assert_array_equal(a[0].dist.nngp, b.dist.nngp)
+
+
+def test_activation_errors():
+    x = _sphere_point()
+    with pytest.raises(ValueError, match="activation must be one of relu, relu2.*got 'tanh'"):
+        Sm.smoothness_experiment(None, x, conv_arch=None, activation="tanh")
+    with pytest.raises(ValueError, match="distinct"):
+        Sm.smoothness_experiment(None, x, conv_arch=None, activation=["erf", nf.Erf()])
+    with pytest.raises(ValueError, match="activation layer"):
+        Sm.smoothness_experiment(None, x, conv_arch=None, activation=nf.Dense())
+
+
+def test_cli_activations(tmp_path, capsys):
+    from ntkfast.cli import main
+    out = tmp_path / "sm.png"
+    rc = main(["smoothness", "--arch", "none", "--activation", "relu2,erf", "--deltas", "1e-5,1e-3,3",
+               "--n-dirs", "1", "--device", "cpu", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert out.exists() and "fc2 relu2" in text and "fc2 erf" in text and "bietti_mairal" not in text
+    assert "activations relu2, erf" in text
+    assert main(["smoothness", "--activation", "relu,tanh", "--out", str(out)]) == 2
+    assert "--activation must be one of" in capsys.readouterr().err
+    assert main(["smoothness", "--arch", "nonsense", "--out", str(out)]) == 2

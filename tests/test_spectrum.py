@@ -218,3 +218,119 @@ def test_table_says_all_zero_instead_of_nan():
     rows = {line.split("  ")[0].strip(): line for line in text.splitlines()[2:]}
     assert rows["kappa0"].split()[2:4] == ["all", "zero"]          # even k vanish: no even exponent
     assert "all zero" in rows["fc(1) NTK (2-layer)"] and "all zero" not in rows["fc(2) NTK"]
+
+
+# ---- other activations (issue 16): the two-layer kernels through the backend -------------------------------
+
+def _gauss_hermite_kernel(phi, dphi, t, w):
+    """Independent: k(t) = w^2 t E[phi'(u) phi'(v)] + E[phi(u) phi(v)], (u, v) ~ N(0, w^2 [[1, t], [t, 1]]), by
+    a 2-d Gauss-Hermite rule (exact to rounding for these smooth activations at 120 nodes)."""
+    z, g = np.polynomial.hermite_e.hermegauss(120)
+    g = g / g.sum()
+    u = w * z[:, None, None]
+    v = w * (t[None, None, :] * z[:, None, None] + np.sqrt(1 - t[None, None, :] ** 2) * z[None, :, None])
+    G = (g[:, None] * g[None, :])[:, :, None]
+    nngp = np.sum(G * phi(u) * phi(v), axis=(0, 1))
+    return w * w * t * np.sum(G * dphi(u) * dphi(v), axis=(0, 1)) + nngp, nngp
+
+
+@pytest.mark.parametrize("w", [1.0, 2 ** 0.5])
+def test_activation_kernel_matches_gauss_hermite(w):
+    from scipy.special import erf, ndtr
+    t = np.array([-0.95, -0.4, 0.0, 0.3, 0.8, 0.99])
+    cases = {"erf": (erf, lambda x: 2 / np.sqrt(np.pi) * np.exp(-x * x)),
+             "gelu": (lambda x: x * ndtr(x), lambda x: ndtr(x) + x * np.exp(-x * x / 2) / np.sqrt(2 * np.pi)),
+             "sin": (np.sin, np.cos)}
+    for name, (phi, dphi) in cases.items():
+        ntk, nngp = _gauss_hermite_kernel(phi, dphi, t, w)
+        np.testing.assert_allclose(S.ActivationKernel(name, "ntk", w, "cpu")(t), ntk, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(S.ActivationKernel(name, "nngp", w, "cpu")(t), nngp, rtol=1e-12, atol=1e-14)
+    # erf at unit variance in closed form: (2/pi) arcsin(2t/3) + t (4/pi) / sqrt(9 - 4 t^2)
+    k = S.ActivationKernel("erf", w_std=1.0, device="cpu")
+    expect = 2 / np.pi * np.arcsin(2 * t / 3) + t * 4 / np.pi / np.sqrt(9 - 4 * t * t)
+    np.testing.assert_allclose(k(t), expect, rtol=1e-13, atol=1e-15)  # t = 0 comes back as cos(arccos 0) ~ 6e-17
+
+
+def test_relu_through_the_backend_equals_the_closed_form():
+    # default w_std = sqrt(2): the backend's two-layer ReLU NTK is kernel('ntk', 1), values and eigenvalues
+    k = S.ActivationKernel("relu", device="cpu")
+    theta = np.linspace(0, np.pi, 101)
+    np.testing.assert_allclose(k.at_angle(theta), S.kernel("ntk", 1).at_angle(theta), rtol=0, atol=1e-11)
+    assert k.value_at_one() == pytest.approx(2.0, rel=1e-15)
+    mu, fl = S.mercer_eigenvalues(k, 3, 200, return_floor=True)
+    ref, fr = S.mercer_eigenvalues("ntk", 3, 200, return_floor=True)
+    assert np.all(np.abs(mu - ref) <= fl + fr)
+    assert np.max(np.abs(mu - ref)) < 1e-15
+
+
+def test_smooth_activations_decay_faster_than_relu():
+    sp = S.activation_spectrum(["relu", "relu2", "abs", "erf", "gelu"], p=3, kmax=200, device="cpu")
+    rows = {r["activation"]: r for r in S.activation_table(sp, (20, 40), 30)}
+    k = sp.k
+    # ReLU: a = 3 = p on the tail (the closed-form table gives 3.002); abs the same; ReLU^2: p + 2 = 5
+    assert abs(rows["relu"]["a_tail"] - 3.0) < 0.01 and abs(rows["abs"]["a_tail"] - 3.0) < 0.01
+    assert abs(rows["relu2"]["a_tail"] - 5.0) < 0.02
+    for name in ("relu", "relu2", "abs"):
+        assert abs(rows[name]["r"] - 1.0) < 0.01, rows[name]        # no geometric factor: a power law
+        assert rows[name]["theory_model"] == "power"
+    # erf and gelu: geometric, at the rate of the kernel's nearest singularity (t0 = 1.25 and 1.5)
+    assert rows["erf"]["theory_value"] == pytest.approx(2.0) and rows["gelu"]["theory_value"] == pytest.approx(
+        1.5 + 1.25 ** 0.5)
+    assert rows["erf"]["r"] == pytest.approx(2.0, rel=0.01)        # measured 1.995
+    assert rows["gelu"]["r"] == pytest.approx(2.618, rel=0.03)     # measured 2.576 (fit on k = 10..28)
+    # at k = 20..40 their power-law exponents are many times ReLU's, and the eigenvalues far smaller
+    for name in ("erf", "gelu"):
+        assert rows[name]["a_window"] > 5 * rows["relu"]["a_window"], rows[name]
+        assert rows[name]["mu_k0"] < 1e-3 * rows["relu"]["mu_k0"]
+    erf, relu = sp.mu["erf"], sp.mu["relu"]
+    assert np.all(erf[21:40:2] < 1e-3 * relu[20:40:2])
+    # the smooth kernels hit the rounding floor near k = 30: above it nothing is resolved
+    assert 25 <= rows["gelu"]["k_rel"] <= 35 and 30 <= rows["erf"]["k_rel"] <= 45
+    # parity zeros: erf is odd (even k vanish); gelu = x/2 + even and ReLU = x/2 + |x|/2 (odd k >= 3);
+    # ReLU^2 = x^2/2 + x|x|/2 (even k >= 4); abs is even
+    assert rows["erf"]["zeros"] == "all even k >= 2" and rows["gelu"]["zeros"] == "all odd k >= 3"
+    assert rows["relu2"]["zeros"] == "all even k >= 4" and rows["abs"]["zeros"] == "all odd k >= 3"
+    assert abs(sp.mu["erf"][0]) < 1e-15 and abs(sp.mu["abs"][1]) < 1e-15
+    assert np.sum(sp.mu["erf"] * S.multiplicity(3, k)) == pytest.approx(rows["erf"]["kappa(1)"], rel=1e-12)
+
+
+def test_fit_geometric_recovers_a_known_sequence():
+    k = np.arange(60)
+    mu = 3.0 * (k + 0.5) ** -1.5 * 2.5 ** -k.astype(float)
+    r, b, C = S.fit_geometric(k, mu, kmin=5, offset=0.5)
+    assert (r, b, C) == pytest.approx((2.5, -1.5, 3.0), rel=1e-10)
+    with pytest.raises(ValueError, match="at least 4 eigenvalues"):
+        S.fit_geometric(k[:6], mu[:6], kmin=3)
+
+
+def test_activation_names_and_errors():
+    import ntkfast as nf
+    assert S.activation_layer("relu2") == nf.RectifiedMonomial(2) and S.activation_layer(" GELU ") == nf.Gelu()
+    assert S.activation_label(nf.LeakyRelu(0.1)) == "leaky" and S.activation_label(nf.Erf(1, 2)).startswith("Erf(")
+    assert S.with_activation(nf.presets.fc(1), "erf") == nf.serial(nf.Dense(2 ** 0.5), nf.Erf(), nf.Dense())
+    with pytest.raises(ValueError, match=r"activation must be one of relu, .*; got 'tanh'"):
+        S.activation_layer("tanh")
+    with pytest.raises(ValueError, match="activation layer"):
+        S.ActivationKernel(nf.LayerNorm())
+    with pytest.raises(ValueError, match="kind must be 'ntk' or 'nngp'"):
+        S.ActivationKernel("erf", kind="cntk")
+    with pytest.raises(ValueError, match="w_std must be a positive finite number"):
+        S.ActivationKernel("erf", w_std=0)
+    with pytest.raises(ValueError, match="each activation once; got erf"):
+        S.parse_activations("erf,relu,erf")
+    with pytest.raises(ValueError, match="must contain ReLU"):
+        S.with_activation(nf.serial(nf.Dense(), nf.Erf(), nf.Dense()), "gelu")
+
+
+def test_cli_activation(tmp_path, capsys):
+    from ntkfast.cli import main
+    out = tmp_path / "a.png"
+    assert main(["spectrum", "--activation", "relu,erf", "--kmax", "60", "--device", "cpu", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.stat().st_size > 1000
+    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith(("relu ", "erf "))}
+    assert "k^-3" in rows["relu"] and "r = 2.000" in rows["erf"] and "all even k >= 2" in rows["erf"]
+    assert main(["spectrum", "--activation", "tanh", "--out", str(out)]) == 2
+    assert "--activation must be one of" in capsys.readouterr().err
+    assert main(["spectrum", "--activation", "erf", "--window", "20", "--out", str(out)]) == 2
+    assert "--window must be 'lo,hi'" in capsys.readouterr().err

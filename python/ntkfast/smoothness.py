@@ -6,6 +6,12 @@ satisfies only ||Phi(x) - Phi(y)|| ~ ||x - y||^(1/2) (it is 1/2-Hölder, not Lip
 stays bounded). :func:`holder_curve` measures the relative feature distance over a range of relative input
 distances with :func:`ntkfast.gram`, :func:`fit_slope` fits the log-log slope.
 
+Other activations (``smoothness_experiment(..., activation=['relu', 'relu2', 'erf'])``, ``ntkfast smoothness
+--activation relu,relu2,erf,gelu``): the same nets with every ReLU replaced (:func:`ntkfast.spectrum.with_activation`).
+The NTK is 1/2-Hölder exactly when phi' jumps (ReLU, abs, leaky ReLU: its derivative kernel has a (1 - t)^(1/2)
+term); with phi' continuous (ReLU^2, erf, gelu, sin) it is Lipschitz. A discontinuous phi (sign) makes the NNGP
+itself 1/2-Hölder per layer (1/4 through two layers).
+
 Precision: the NTK term is ``T (pi - theta) / (2 pi)`` with theta ~ sqrt(2 (1 - rho)); a rounding error e in
 rho moves theta by about sqrt(2 e) near rho = 1, so these measurements need ``dtype='float64'`` (the
 default here): float32 (e ~ 6e-8) would blur theta by ~3e-4 and flatten the curve for delta below ~1e-3.
@@ -72,10 +78,13 @@ def _deltas(deltas):
 @dataclasses.dataclass
 class HolderCurve:
     """deltas (D,): relative input distances ||x - y|| / ||x||; dist: Kernels of (D, n_dirs) relative
-    feature distances ||Phi(x) - Phi(y)|| / ||Phi(x)||; label: a name for tables and plots."""
+    feature distances ||Phi(x) - Phi(y)|| / ||Phi(x)||; label: a name for tables and plots; arch_name and
+    activation (optional): the architecture and activation names, used to group curves in plots."""
     label: str
     deltas: np.ndarray
     dist: Kernels
+    arch_name: str = ""
+    activation: str = ""
 
     def slope(self, kind, dmin=None, dmax=None):
         return fit_slope(self.deltas, getattr(self.dist, kind), dmin=dmin, dmax=dmax)
@@ -118,32 +127,55 @@ def fit_slope(deltas, dist, dmin=None, dmax=None):
     return float(np.polyfit(np.log(deltas[sel]), np.log(m[sel]), 1)[0])
 
 
-def _default_inputs(data=None, dim=32, seed=0):
-    """(conv image (28, 28, 1), fc vector (dim,) on the sphere of radius sqrt(dim))."""
-    from . import data as D
-    from .stability import to_mnist_size
-    X, _ = D.load(data)
-    if X.shape[1:3] == (8, 8):
-        X = to_mnist_size(X)
-    img = D.normalize(X[:1], "center_scale")[0]
+def _default_inputs(data=None, dim=32, seed=0, image=True):
+    """(conv image (28, 28, 1) or None without ``image``, fc vector (dim,) on the sphere of radius sqrt(dim))."""
+    img = None
+    if image:
+        from . import data as D
+        from .stability import to_mnist_size
+        X, _ = D.load(data)
+        if X.shape[1:3] == (8, 8):
+            X = to_mnist_size(X)
+        img = D.normalize(X[:1], "center_scale")[0]
     v = np.random.default_rng(seed).standard_normal(dim)
     return img, v / np.linalg.norm(v) * np.sqrt(dim)
 
 
-def smoothness_experiment(image, vector, *, conv_arch="bietti_mairal", fc_depth=2, deltas=DEFAULT_DELTAS,
-                          n_dirs=2, seed=0, device="auto", dtype="float64", progress=False):
+def smoothness_experiment(image, vector, *, conv_arch="bietti_mairal", fc_depth=2, activation="relu",
+                          deltas=DEFAULT_DELTAS, n_dirs=2, seed=0, device="auto", dtype="float64", progress=False):
     """Hölder curves for ``presets.fc(fc_depth)`` at ``vector`` (D,) and for the convolutional preset
-    ``conv_arch`` (a name for :func:`ntkfast.presets.by_name`) at ``image`` (H, W, C). Returns a list of
-    two :class:`HolderCurve`. ``progress``: show a bar over the deltas of both curves (stderr)."""
+    ``conv_arch`` (a name for :func:`ntkfast.presets.by_name`, or None to skip it) at ``image`` (H, W, C).
+
+    ``activation``: a name among :data:`ntkfast.spectrum.ACTIVATION_NAMES` ('relu', 'relu2', 'erf', 'gelu',
+    ...), an activation layer, or a list of them: each replaces every ReLU of both nets
+    (:func:`ntkfast.spectrum.with_activation`). Returns a list of :class:`HolderCurve`: the fc curves (one per
+    activation), then the conv curves; labels are ``fc{depth}`` and ``conv_arch`` for ReLU alone (the
+    default), else ``'fc2 erf'``, ``'bietti_mairal erf'``, .... ``progress``: a bar over the deltas of every
+    curve (stderr)."""
     from . import presets
     from .progress import steps
+    from .spectrum import activation_label, activation_layer, with_activation
     deltas = _deltas(deltas)
-    with steps(2 * len(deltas), "smoothness", enabled=bool(progress)) as bar:
+    acts = list(activation) if isinstance(activation, (list, tuple)) else [activation]
+    if not acts:
+        raise ValueError("activation must name at least one activation; got an empty list")
+    layers = [activation_layer(a) for a in acts]
+    names = [activation_label(l) for l in layers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"activation must list distinct activations; got {names}")
+    plain = names == ["relu"]
+    nets = [(f"fc{fc_depth}", presets.fc(fc_depth), vector)]
+    if conv_arch is not None:
+        nets.append((str(conv_arch), presets.by_name(conv_arch), image))
+    curves = []
+    with steps(len(nets) * len(layers) * len(deltas), "smoothness", enabled=bool(progress)) as bar:
         feed = bar.update if progress else None
-        curves = [holder_curve(vector, arch=presets.fc(fc_depth), deltas=deltas, n_dirs=n_dirs, seed=seed,
-                               device=device, dtype=dtype, label=f"fc{fc_depth}", progress=feed),
-                  holder_curve(image, arch=presets.by_name(conv_arch), deltas=deltas, n_dirs=n_dirs, seed=seed,
-                               device=device, dtype=dtype, label=conv_arch, progress=feed)]
+        for arch_name, base, x in nets:
+            for name, layer in zip(names, layers):
+                curves.append(holder_curve(x, arch=with_activation(base, layer), deltas=deltas, n_dirs=n_dirs,
+                                           seed=seed, device=device, dtype=dtype, progress=feed,
+                                           label=arch_name if plain else f"{arch_name} {name}"))
+                curves[-1].arch_name, curves[-1].activation = arch_name, name
     return curves
 
 
@@ -151,22 +183,26 @@ def smoothness_table(curves, dmin=1e-5, dmax=1e-3):
     """Text table: per curve and kernel, the fitted slope of ||dPhi|| vs ||dx|| (dmin <= delta <= dmax; below
     ~1e-5 the Lipschitz maps' distances, ~delta^2 relative in K, reach float64 rounding) and the ratio
     ||dPhi|| / ||dx|| (relative) at the smallest and largest delta."""
+    w = max([16] + [len(c.label) + 1 for c in curves])
     lines = [f"fits on {dmin:g} <= delta <= {dmax:g}; ratio = (||dPhi||/||Phi(x)||) / (||dx||/||x||)",
-             f"{'arch':<16} {'kernel':<6} {'slope':>7} {'ratio exp.':>10} {'ratio@min':>10} {'ratio@max':>10}"]
+             f"{'arch':<{w}} {'kernel':<6} {'slope':>7} {'ratio exp.':>10} {'ratio@min':>10} {'ratio@max':>10}"]
     for c in curves:
         for kind in ("nngp", "ntk"):
             m = getattr(c.dist, kind).mean(axis=1)
             s = c.slope(kind, dmin, dmax)
-            lines.append(f"{c.label:<16} {kind.upper():<6} {s:7.3f} {s - 1:10.3f} {m[0] / c.deltas[0]:10.3g} "
+            lines.append(f"{c.label:<{w}} {kind.upper():<6} {s:7.3f} {s - 1:10.3f} {m[0] / c.deltas[0]:10.3g} "
                          f"{m[-1] / c.deltas[-1]:10.3g}")
     return "\n".join(lines)
 
 
 def plot_smoothness(curves, path, dmin=1e-5, dmax=1e-3, dpi=90):
-    """Log-log plot of the ratio ||dPhi|| / ||dx|| (relative) against ||dx|| with fitted slopes; PNG."""
+    """Log-log plot of the ratio ||dPhi|| / ||dx|| (relative) against ||dx|| with fitted slopes; PNG. Curves of
+    several activations (:func:`smoothness_experiment` with a list) get one panel per architecture."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    if len({c.activation for c in curves if c.activation}) > 1:
+        return _plot_by_arch(curves, path, dmin, dmax, dpi, plt)
     fig, ax = plt.subplots(figsize=(6.4, 5.4))
     slopes = []
     for i, c in enumerate(curves):
@@ -191,6 +227,32 @@ def plot_smoothness(curves, path, dmin=1e-5, dmax=1e-3, dpi=90):
     return path
 
 
+def _plot_by_arch(curves, path, dmin, dmax, dpi, plt):
+    groups = list(dict.fromkeys(c.arch_name or c.label for c in curves))
+    acts = list(dict.fromkeys(c.activation for c in curves))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.6 * len(groups), 5.2), squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        for c in (c for c in curves if (c.arch_name or c.label) == g):
+            i = acts.index(c.activation)
+            for kind, mk, ls in (("nngp", "s", "--"), ("ntk", "o", "-")):
+                m = getattr(c.dist, kind).mean(axis=1)
+                s = c.slope(kind, dmin, dmax)
+                name = "NNGP" if g.startswith("fc") and kind == "nngp" else ("CKN" if kind == "nngp" else "NTK")
+                ax.loglog(c.deltas, m / c.deltas, mk + ls, ms=3, color=f"C{i}", lw=1.1,
+                          label=f"{c.activation} {name}: slope {s:.3f}")
+        ax.axvspan(dmin, dmax, color="0.9", zorder=0)
+        ax.set_xlabel("relative input distance ||x - y|| / ||x||")
+        ax.set_ylabel("||Phi(x) - Phi(y)|| / ||Phi(x)||  over  ||x - y|| / ||x||")
+        ax.set_title(f"{g}: measured log-log slopes of ||dPhi|| vs ||dx||\n(fit range {dmin:g} .. {dmax:g}, "
+                     f"shaded)", fontsize=9)
+        ax.legend(fontsize=7, ncol=2, loc="upper right")
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def register_cli(sub):
     p = sub.add_parser("smoothness", help="Hölder smoothness of NTK vs CKN feature maps (Props. 3-4)",
                        description="||Phi(x) - Phi(y)|| against ||x - y|| for nearby inputs, for the fc NTK/NNGP "
@@ -198,7 +260,12 @@ def register_cli(sub):
                                    "the NNGP/CKN) and a plot of the ratio.")
     p.add_argument("--data", default=None, help="image source for the convolutional base point (default: the "
                                                 "embedded digits, upsampled to 28x28)")
-    p.add_argument("--arch", default="bietti_mairal", help="convolutional preset name (default bietti_mairal)")
+    p.add_argument("--arch", default="bietti_mairal", help="convolutional preset name (default bietti_mairal); "
+                                                          "'none' skips the convolutional net")
+    p.add_argument("--activation", default="relu",
+                   help="comma-separated activations replacing every ReLU of both nets, among relu, relu2, relu3, "
+                        "abs, leaky, sign, erf, gelu, sin, cos (relu2 = RectifiedMonomial(2), leaky = "
+                        "LeakyRelu(0.1)); default relu")
     p.add_argument("--fc-depth", type=int, default=2, help="depth of the fc preset (default 2)")
     p.add_argument("--dim", type=int, default=32, help="input dimension of the fc base point (default 32)")
     p.add_argument("--deltas", default="1e-6,1e-1,11",
@@ -225,13 +292,20 @@ def _cli(args):
         raise ValueError(f"--deltas must be 'min,max,count'; got {args.deltas!r}") from None
     if args.dim < 2:
         raise ValueError(f"--dim must be >= 2; got {args.dim}")
-    img, vec = _default_inputs(args.data, args.dim, args.seed)
-    curves = smoothness_experiment(img, vec, conv_arch=args.arch, fc_depth=args.fc_depth, deltas=deltas,
-                                   n_dirs=args.n_dirs, seed=args.seed, device=args.device, dtype=args.dtype,
-                                   progress=args.progress)
-    print(f"ntkfast smoothness: fc{args.fc_depth} on a point of the sphere of radius sqrt({args.dim}), "
-          f"{args.arch} on {args.data or 'digits'} image 0 (center_scale), dtype={args.dtype}, "
-          f"{args.n_dirs} directions orthogonal to x per delta")
+    from .spectrum import parse_activations
+    acts = parse_activations(args.activation, "--activation")
+    conv = None if args.arch.strip().lower() == "none" else args.arch
+    if conv is not None:
+        from .presets import by_name
+        by_name(conv)                      # an unknown name fails here, before any work
+    img, vec = _default_inputs(args.data, args.dim, args.seed, image=conv is not None)
+    curves = smoothness_experiment(img, vec, conv_arch=conv, fc_depth=args.fc_depth, activation=acts,
+                                   deltas=deltas, n_dirs=args.n_dirs, seed=args.seed, device=args.device,
+                                   dtype=args.dtype, progress=args.progress)
+    where = "" if conv is None else f", {conv} on {args.data or 'digits'} image 0 (center_scale)"
+    print(f"ntkfast smoothness: fc{args.fc_depth} on a point of the sphere of radius sqrt({args.dim})"
+          f"{where}, dtype={args.dtype}, {args.n_dirs} directions orthogonal to x per delta"
+          + ("" if acts == ["relu"] else f"; activations {', '.join(acts)} in place of every ReLU"))
     print(smoothness_table(curves, args.dmin, args.dmax))
     plot_smoothness(curves, args.out, args.dmin, args.dmax)
     print(f"plot written to {args.out}")

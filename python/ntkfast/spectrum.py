@@ -25,6 +25,14 @@ The fully-connected kernels follow the layer rules of ``presets.fc(depth)`` (doc
 the paper): for inputs with ``|x| = |y| = sqrt(D)`` (so ``<x, y>/D = t``) the NNGP and NTK of
 ``presets.fc(depth)`` are ``kernel('nngp', depth)(t)`` and ``kernel('ntk', depth)(t)``;
 ``kernel('ntk', 1)(t) = t kappa0(t) + kappa1(t)`` is the two-layer ReLU NTK of the paper.
+
+Other activations (:func:`activation_spectrum`, ``ntkfast spectrum --activation relu,erf,gelu``): the two-layer
+NTK of ``serial(Dense(w_std), act, Dense())``, ``k(t) = w^2 t E[phi'(u) phi'(v)] + E[phi(u) phi(v)]`` with
+Var u = Var v = w^2 and correlation t (:class:`ActivationKernel`), is evaluated at the quadrature angles by
+the compiled backend in float64 (its evaluation error joins the floor); for ReLU and the default
+w = sqrt(2) it is ``kernel('ntk', 1)``. Non-smooth activations (ReLU, abs, sign, ReLU^n) give power laws;
+smooth ones (erf, gelu) geometric decay r^-k set by the kernel's nearest complex singularity
+(:func:`activation_theory`, :func:`fit_geometric`).
 """
 from __future__ import annotations
 
@@ -36,7 +44,9 @@ import numpy as np
 
 __all__ = ["DotProductKernel", "kernel", "KERNEL_NAMES", "multiplicity", "legendre_table", "mercer_eigenvalues",
            "Spectrum", "spectrum", "fit_decay", "sphere_gram_eigenvalues", "sample_sphere", "theory_decay",
-           "spectrum_table", "plot_spectrum", "register_cli"]
+           "spectrum_table", "plot_spectrum", "ACTIVATION_NAMES", "activation_layer", "activation_label",
+           "parse_activations", "with_activation", "ActivationKernel", "activation_theory", "activation_spectrum",
+           "fit_geometric", "activation_table", "format_activation_table", "plot_activation_spectrum", "register_cli"]
 
 KERNEL_NAMES = ("kappa0", "kappa1", "ntk", "nngp")
 _EPS = np.finfo(np.float64).eps
@@ -215,12 +225,14 @@ def mercer_eigenvalues(kern, p, kmax, *, depth=1, nodes=None, return_floor=False
 
     Parameters
     ----------
-    kern : a name in KERNEL_NAMES ('kappa0', 'kappa1', 'ntk', 'nngp'), a DotProductKernel, or any callable
-        kappa(t) of a float64 array t in [-1, 1] (evaluated at t = cos(theta): accurate only if kappa is
-        smooth in theta; the built-in kernels are evaluated directly in theta).
+    kern : a name in KERNEL_NAMES ('kappa0', 'kappa1', 'ntk', 'nngp'), a DotProductKernel, an
+        :class:`ActivationKernel` (its evaluation error is added to the floor), any object with a method
+        ``at_angle(theta)``, or any callable kappa(t) of a float64 array t in [-1, 1] (evaluated at
+        t = cos(theta): accurate only if kappa is smooth in theta; the built-in kernels are evaluated
+        directly in theta).
     p : int >= 2, dimension of the ambient space (the sphere is S^{p-1}).
     kmax : int >= 0, largest degree.
-    depth : int >= 1, depth of the fc kernel when ``kern`` is 'ntk' or 'nngp' (default 1).
+    depth : int >= 1, depth of the fc kernel when ``kern`` is the name 'ntk' or 'nngp' (default 1).
     nodes : Gauss-Legendre nodes in theta (default 2 kmax + 2 p + 400; the tests check convergence).
     return_floor : also return the rounding floor (see the module docstring).
 
@@ -231,18 +243,28 @@ def mercer_eigenvalues(kern, p, kmax, *, depth=1, nodes=None, return_floor=False
     """
     p = _int_arg(p, "p", 2)
     kmax = _int_arg(kmax, "kmax", 0)
-    if callable(kern) and not isinstance(kern, (str, DotProductKernel)):
+    err_of = None
+    if isinstance(kern, (str, DotProductKernel)):
+        f = kernel(kern, depth).at_angle
+    elif hasattr(kern, "at_angle_with_error"):        # ActivationKernel: values and their evaluation error
+        f = None
+        err_of = kern.at_angle_with_error
+    elif hasattr(kern, "at_angle"):
+        f = kern.at_angle
+    elif callable(kern):
         f = lambda th: np.asarray(kern(np.cos(th)), dtype=np.float64)  # noqa: E731
     else:
-        kd = kernel(kern, depth)
-        f = kd.at_angle
+        f = kernel(kern, depth).at_angle                # raises the TypeError naming what is accepted
     if nodes is None:
         nodes = 2 * kmax + 2 * p + 400
     nodes = _int_arg(nodes, "nodes", kmax + 2)
     x, w = _gauss_legendre(nodes)
     theta = (x + 1.0) * (np.pi / 2.0)
     w = w * (np.pi / 2.0)
-    vals = f(theta)
+    if err_of is not None:
+        vals, err = err_of(theta)
+    else:
+        vals, err = f(theta), None
     if vals.shape != theta.shape or not np.all(np.isfinite(vals)):
         raise ValueError("kern must return finite values of the shape of its argument")
     # log of sin^{p-2}, guarded at the (interior) nodes: they never reach 0 or pi exactly
@@ -253,6 +275,8 @@ def mercer_eigenvalues(kern, p, kmax, *, depth=1, nodes=None, return_floor=False
     if not return_floor:
         return mu
     floor = _EPS * (np.sqrt(nodes) + np.arange(kmax + 1)) * np.abs(terms).sum(axis=1)
+    if err is not None:              # the kernel's own evaluation error, carried through the quadrature
+        floor = floor + np.abs(P) @ (weight * err)
     return mu, floor
 
 
@@ -420,6 +444,365 @@ def plot_spectrum(sp, path, dpi=90):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Other activations: the two-layer kernels of serial(Dense(w_std), act, Dense()), through the backend
+# ----------------------------------------------------------------------------------------------------------
+
+#: Names accepted by ``activation_layer`` and the ``--activation`` options, with the layer each one means.
+ACTIVATION_NAMES = ("relu", "relu2", "relu3", "abs", "leaky", "sign", "erf", "gelu", "sin", "cos")
+
+
+def _activation_table():
+    from . import arch as A
+    return {"relu": A.ReLU(), "relu2": A.RectifiedMonomial(2), "relu3": A.RectifiedMonomial(3), "abs": A.Abs(),
+            "leaky": A.LeakyRelu(0.1), "sign": A.Sign(), "erf": A.Erf(), "gelu": A.Gelu(), "sin": A.Sin(),
+            "cos": A.Cos()}
+
+
+def activation_layer(spec, option="activation"):
+    """The activation layer named by ``spec``: one of :data:`ACTIVATION_NAMES` ('relu' = ReLU(), 'relu2' =
+    RectifiedMonomial(2), 'relu3' = RectifiedMonomial(3), 'abs' = Abs(), 'leaky' = LeakyRelu(0.1), 'sign' =
+    Sign(), 'erf' = Erf(), 'gelu' = Gelu(), 'sin' = Sin(), 'cos' = Cos()), or an activation layer such as
+    ``nf.Erf(1, 2)``, returned as is. ``option`` names the argument in errors."""
+    from .arch import Layer
+    if isinstance(spec, Layer):
+        if not spec.nonlinear:
+            raise ValueError(f"{option} must be an activation layer (ReLU(), Erf(), Gelu(), ...); got {spec!r}")
+        return spec
+    table = _activation_table()
+    if isinstance(spec, str) and spec.strip().lower() in table:
+        return table[spec.strip().lower()]
+    raise ValueError(f"{option} must be one of {', '.join(ACTIVATION_NAMES)} or an activation layer such as "
+                     f"nf.Erf(); got {spec!r}")
+
+
+def activation_label(layer):
+    """Short name of an activation layer: its name in :data:`ACTIVATION_NAMES`, else its repr."""
+    for name, l in _activation_table().items():
+        if l == layer:
+            return name
+    return repr(layer)
+
+
+def parse_activations(text, option="--activation"):
+    """A comma-separated list of activation names ('relu,erf,gelu') -> list of names (validated, distinct)."""
+    names = [t.strip().lower() for t in str(text).split(",")]
+    if not names or any(not n for n in names):
+        raise ValueError(f"{option} must be a comma-separated list of {', '.join(ACTIVATION_NAMES)}; got {text!r}")
+    for n in names:
+        activation_layer(n, option)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{option} must name each activation once; got {', '.join(dup)} more than once")
+    return names
+
+
+def with_activation(arch, activation):
+    """``arch`` with every ``ReLU()`` replaced by ``activation`` (a name or a layer, see :func:`activation_layer`):
+    the same architecture with another activation, e.g. ``with_activation(presets.bietti_mairal(), 'erf')``.
+    Raises ValueError if ``arch`` has no ReLU."""
+    from .arch import ReLU, serial
+    act = activation_layer(activation)
+    if not any(type(l) is ReLU for l in arch.layers):
+        raise ValueError(f"arch must contain ReLU() layers to replace by {activation_label(act)}; got {arch!r}")
+    return serial(*[act if type(l) is ReLU else l for l in arch.layers])
+
+
+def _rotation(dim, seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, dim)))
+    return q
+
+
+class ActivationKernel:
+    """Two-layer NTK (``kind='ntk'``) or NNGP (``kind='nngp'``) of ``serial(Dense(w_std), act, Dense())`` as a
+    dot-product function on the sphere, evaluated by :func:`ntkfast.gram` in float64.
+
+    For inputs x, y of norm sqrt(D) at angle theta (so ``<x, y> / D = t = cos theta``) the net's kernels are
+
+        NNGP: k(t) = E[phi(u) phi(v)],   NTK: k(t) = w^2 t E[phi'(u) phi'(v)] + E[phi(u) phi(v)],
+
+    with (u, v) centred Gaussian, Var u = Var v = w^2 (w = ``w_std``), Cov(u, v) = w^2 t. ``w_std = 1`` is the
+    unit-variance form ``t E[phi' phi'] + E[phi phi]``; the default ``w_std = sqrt(2)`` is ``presets.fc(1)``'s,
+    with which ReLU gives ``kernel('ntk', 1) = t kappa0(t) + kappa1(t)``, the normalization of this module
+    (for the homogeneous ReLU, w only scales the kernel, by w^2 / 2; for other activations it changes its shape).
+
+    ``at_angle(theta)`` evaluates at x = sqrt(2) e1, y = sqrt(2) (cos theta e1 + sin theta e2), so the angle
+    is exact up to one rounding of cos and sin. ``at_angle_with_error(theta)`` also returns an estimate of
+    the evaluation error per angle: the difference from the same pairs turned by a fixed random rotation of
+    R^5 (other roundings), plus 4 eps |k|; :func:`mercer_eigenvalues` adds it to its rounding floor. The
+    activation's own dual map is the backend's (csrc/core/activations.hpp, checked against reference.py).
+    """
+
+    def __init__(self, activation="relu", kind="ntk", w_std=2 ** 0.5, device="auto"):
+        if kind not in ("ntk", "nngp"):
+            raise ValueError(f"kind must be 'ntk' or 'nngp'; got {kind!r}")
+        if isinstance(w_std, bool) or not isinstance(w_std, numbers.Real) or not (0 < float(w_std) < np.inf):
+            raise ValueError(f"w_std must be a positive finite number; got {w_std!r}")
+        from .arch import Dense, serial
+        self.layer = activation_layer(activation)
+        self.kind, self.w_std, self.device = kind, float(w_std), device
+        self.arch = serial(Dense(self.w_std), self.layer, Dense())
+        self.name = activation_label(self.layer)
+        self.depth = 1
+
+    @property
+    def label(self):
+        return self.name
+
+    def __repr__(self):
+        return f"ActivationKernel({self.name!r}, kind={self.kind!r}, w_std={self.w_std!r})"
+
+    def _eval(self, theta, rot=None):
+        from .gram import gram
+        th = np.asarray(theta, dtype=np.float64)
+        if np.any(~np.isfinite(th)) or np.any(th < 0) or np.any(th > np.pi):
+            raise ValueError("theta must lie in [0, pi] (angles between unit vectors)")
+        t = th.ravel()
+        dim = 2 if rot is None else rot.shape[0]
+        r = np.sqrt(float(dim))
+        X = np.zeros((1, dim))
+        X[0, 0] = r
+        Y = np.zeros((t.size, dim))
+        Y[:, 0], Y[:, 1] = r * np.cos(t), r * np.sin(t)
+        if rot is not None:
+            X, Y = X @ rot, Y @ rot
+        k = gram(X, Y, arch=self.arch, kind=self.kind, dtype="float64", device=self.device)
+        return np.asarray(k, dtype=np.float64)[0].reshape(th.shape)
+
+    def at_angle(self, theta):
+        """k(cos theta) for theta (array, radians, in [0, pi]); float64 array of theta's shape."""
+        return self._eval(theta)
+
+    def at_angle_with_error(self, theta):
+        """(k(cos theta), estimated absolute evaluation error), both float64 arrays of theta's shape."""
+        v = self._eval(theta)
+        w = self._eval(theta, _rotation(5, 12345))
+        return v, np.abs(v - w) + 4 * _EPS * np.abs(v)
+
+    def __call__(self, t):
+        t = np.asarray(t, dtype=np.float64)
+        if np.any(~np.isfinite(t)) or np.any(np.abs(t) > 1.0 + 1e-12):
+            raise ValueError("t must lie in [-1, 1] (cosines of angles between unit vectors)")
+        return self.at_angle(np.arccos(np.clip(t, -1.0, 1.0)))
+
+    def value_at_one(self):
+        """k(1) (the self kernel, from the backend's self recursion)."""
+        from .gram import gram
+        x = np.array([[2 ** 0.5, 0.0]])
+        return float(np.asarray(gram(x, arch=self.arch, kind=self.kind, dtype="float64", device=self.device))[0, 0])
+
+
+def activation_theory(activation, p, kind="ntk", w_std=2 ** 0.5):
+    """What theory says about the decay of the two-layer kernel's eigenvalues on S^{p-1}.
+
+    Returns (text, model, value): model 'power' (mu_k ~ k^-value: the kernel's singularity (1 - t)^s at t = 1
+    gives value = p - 1 + 2 s), 'geometric' (k(t) is analytic on [-1, 1] with its nearest singularities at
+    t = +-t0 > 1: mu_k ~ C k^b r^-k with value = r = t0 + sqrt(t0^2 - 1), the Bernstein ellipse), 'entire'
+    (value inf: faster than any geometric sequence), 'polynomial' (value = degree: mu_k = 0 above it), or
+    'unknown' (value nan).
+
+    - ReLU, ABRelu (abs, leaky): NTK s = 1/2 (the kappa0-like derivative kernel), NNGP s = 3/2.
+    - RectifiedMonomial(n): NNGP arc-cosine of degree n, s = n + 1/2; NTK s = n - 1/2 (derivative kernel of
+      degree n - 1); n = 0 (a step): the NTK through it is 0, so the two-layer NTK is the NNGP, s = 1/2.
+    - Sign: NNGP (2/pi) arcsin(t), s = 1/2; the two-layer NTK equals the NNGP.
+    - Erf(a, b, c): arcsin(2 b^2 s t / (1 + 2 b^2 s)) and 1 / sqrt((1 + 2 b^2 s)^2 - 4 b^4 s^2 t^2), with
+      s = w_std^2 the pre-activation variance: t0 = (1 + 2 b^2 s) / (2 b^2 s) (t0 = 1.25, r = 2 for b = 1,
+      s = 2).
+    - Gelu: sqrt((1 + s)^2 - s^2 t^2) and arcsin(s t / (1 + s)): t0 = (1 + s) / s (r = 2.618 for s = 2).
+    - Sin/Cos: exponentials of s t: entire. Monomial, Hermite, Polynomial: polynomials in t.
+    """
+    from . import arch as A
+    layer = activation_layer(activation)
+    s = float(w_std) ** 2
+
+    def ellipse(t0):
+        r = t0 + math.sqrt(t0 * t0 - 1.0)
+        return f"r = {r:.3f}", "geometric", r
+
+    def power(a):
+        return f"k^-{a:g}", "power", float(a)
+    if isinstance(layer, A.ReLU):
+        return power(p if kind == "ntk" else p + 2)
+    if isinstance(layer, A.ABRelu):
+        if layer.a == layer.b:                 # linear
+            return "zero above k = 1", "polynomial", 1.0
+        return power(p if kind == "ntk" else p + 2)
+    if isinstance(layer, A.RectifiedMonomial):
+        n = layer.degree
+        return power(p + 2 * n if kind == "nngp" or n == 0 else p + 2 * n - 2)
+    if isinstance(layer, A.Sign):
+        return power(p)
+    if isinstance(layer, A.Erf):
+        if layer.a == 0 or layer.b == 0:
+            return "zero above k = 0", "polynomial", 0.0
+        q = 2 * layer.b ** 2 * s
+        return ellipse((1 + q) / q)
+    if isinstance(layer, A.Gelu):
+        return ellipse((1 + s) / s)
+    if isinstance(layer, A.Sin):
+        return "faster than geometric (entire)", "entire", float("inf")
+    if isinstance(layer, (A.Monomial, A.Hermite, A.Polynomial)):
+        deg = {A.Monomial: lambda l: l.degree, A.Hermite: lambda l: l.degree,
+               A.Polynomial: lambda l: len(l.coef) - 1}[type(layer)](layer)
+        return f"zero above k = {deg}", "polynomial", float(deg)
+    return "-", "unknown", float("nan")
+
+
+def activation_spectrum(activations=("relu", "erf", "gelu"), p=3, kmax=100, *, kind="ntk", w_std=2 ** 0.5,
+                        device="auto"):
+    """Mercer eigenvalues of the two-layer kernels (:class:`ActivationKernel`) of several activations on
+    S^{p-1}: ``activations`` a sequence of names or layers (distinct). Returns a :class:`Spectrum` whose
+    ``kernels`` are the ActivationKernels, keyed by their label (the activation's name)."""
+    p = _int_arg(p, "p", 2)
+    kmax = _int_arg(kmax, "kmax", 4)
+    if isinstance(activations, str):
+        activations = parse_activations(activations, "activations")
+    ks = [ActivationKernel(a, kind, w_std, device) for a in activations]
+    labels = [kd.label for kd in ks]
+    if not ks or len(set(labels)) != len(labels):
+        raise ValueError(f"activations must be a non-empty sequence of distinct activations; got {labels}")
+    mu, floor = {}, {}
+    for kd in ks:
+        mu[kd.label], floor[kd.label] = mercer_eigenvalues(kd, p, kmax, return_floor=True)
+    sp = Spectrum(p, np.arange(kmax + 1), ks, mu, floor)
+    sp.kind, sp.w_std = kind, float(w_std)
+    return sp
+
+
+def fit_geometric(k, mu, *, kmin=10, kmax=None, parity="all", floor=None, offset=0.0):
+    """Least-squares fit of log mu_k = log C + b log(k + offset) - k log r on the chosen ks (as in
+    :func:`fit_decay`); returns (r, b, C). r = 1 (to the fit's accuracy) for a power law mu_k ~ k^b; r > 1
+    for geometric decay. Raises ValueError with fewer than 4 points."""
+    k = np.asarray(k)
+    mu = np.asarray(mu, dtype=np.float64)
+    if k.shape != mu.shape or k.ndim != 1:
+        raise ValueError(f"k and mu must be 1-d arrays of one length; got shapes {k.shape} and {mu.shape}")
+    if parity not in ("even", "odd", "all"):
+        raise ValueError(f"parity must be 'even', 'odd' or 'all'; got {parity!r}")
+    sel = (k >= max(kmin, 1)) & (mu > 0)
+    if kmax is not None:
+        sel &= k <= kmax
+    if parity != "all":
+        sel &= (k % 2) == (0 if parity == "even" else 1)
+    if floor is not None:
+        sel &= mu > 100.0 * np.asarray(floor)
+    if sel.sum() < 4:
+        raise ValueError(f"fit_geometric needs at least 4 eigenvalues above the floor in the range; got {sel.sum()}")
+    A = np.stack([np.ones(sel.sum()), np.log(k[sel] + float(offset)), -k[sel].astype(np.float64)], axis=1)
+    (logc, b, logr), *_ = np.linalg.lstsq(A, np.log(mu[sel]), rcond=None)
+    return float(np.exp(logr)), float(b), float(np.exp(logc))
+
+
+def _zeros(k, mu, fl):
+    """(text, k_rel, live parity): the degrees 2 <= k <= k_rel that vanish to rounding (|mu_k| < 100 floor),
+    k_rel the largest resolved degree, and the parity to fit ('even', 'odd' or 'all')."""
+    zero = np.abs(mu) < 100.0 * fl
+    k_rel = int(k[~zero].max()) if np.any(~zero) else 0
+    ks = k[(k >= 2) & (k <= k_rel)]
+    zk = ks[zero[ks]]
+    live = "all"
+    if len(zk) == 0:
+        return "none", k_rel, live
+    par = int(zk[0] % 2)
+    same = ks[(ks % 2 == par) & (ks >= zk[0])]
+    if np.all(zk % 2 == par) and len(zk) == len(same):      # every degree of one parity from zk[0] on
+        name = "odd" if par else "even"
+        return f"all {name} k >= {int(zk[0])}", k_rel, ("even" if par else "odd")
+    return f"{len(zk)} degrees (e.g. {zk[:5].tolist()})", k_rel, live
+
+
+def activation_table(sp, window=(20, 40), kmin=None, geo_kmin=10):
+    """Rows (dicts) per activation of an :func:`activation_spectrum`: k(1); parity zeros; k_rel, the largest
+    degree resolved above 100 x the floor; the power-law exponent a (mu_k ~ C (k + (p-2)/2)^-a) fitted on
+    ``window`` and on [kmin, kmax] (resolved degrees of the non-vanishing parity; NaN with fewer than 3);
+    the geometric fit (r, b) of :func:`fit_geometric` on [geo_kmin, k_rel]; and :func:`activation_theory`."""
+    kmax = int(sp.k[-1])
+    kmin = kmin or max(10, kmax // 10)
+    off = (sp.p - 2) / 2
+    rows = []
+    for kd in sp.kernels:
+        mu, fl = sp.mu[kd.label], sp.floor[kd.label]
+        zeros, k_rel, live = _zeros(sp.k, mu, fl)
+        text, model, value = activation_theory(kd.layer, sp.p, kd.kind, kd.w_std)
+        row = {"activation": kd.label, "kappa(1)": kd.value_at_one(), "zeros": zeros, "k_rel": k_rel,
+               "parity": live, "theory": text, "theory_model": model, "theory_value": value}
+        k0 = int(window[0]) + (1 if live == "odd" and window[0] % 2 == 0 or live == "even" and window[0] % 2 else 0)
+        row["k0"], row["mu_k0"] = k0, (float(mu[k0]) if k0 <= kmax and mu[k0] > 100 * fl[k0] else float("nan"))
+        for key, lo, hi in (("a_window", window[0], window[1]), ("a_tail", kmin, kmax)):
+            try:
+                row[key] = fit_decay(sp.k, mu, kmin=lo, kmax=hi, parity=live, floor=fl, offset=off)[0]
+            except ValueError:
+                row[key] = float("nan")
+        try:
+            row["r"], row["b"], _ = fit_geometric(sp.k, mu, kmin=geo_kmin, parity=live, floor=fl, offset=off)
+        except ValueError:
+            row["r"] = row["b"] = float("nan")
+        rows.append(row)
+    return rows
+
+
+def format_activation_table(rows, p, kind="ntk", w_std=2 ** 0.5, window=(20, 40), kmin=10, kmax=100, geo_kmin=10):
+    w = "sqrt(2)" if abs(w_std - 2 ** 0.5) < 1e-15 else f"{w_std:g}"
+    what = "NTK" if kind == "ntk" else "NNGP"
+    lines = [f"Two-layer {what} of serial(Dense({w}), act, Dense()) on S^{p - 1} (p = {p}), k(t) from ntkfast.gram "
+             f"(float64); fits on the non-vanishing parity, resolved degrees only (mu_k > 100 x rounding floor)",
+             f"  k_res: largest resolved degree; mu_k0: mu_k at k0 = {window[0]} or {window[0] + 1} (the "
+             f"non-vanishing parity)",
+             f"  a: mu_k ~ C (k + {(p - 2) / 2:g})^-a on k in [{window[0]}, {window[1]}] and [{kmin}, {kmax}];  "
+             f"r, b: mu_k ~ C (k + {(p - 2) / 2:g})^b r^-k on k in [{geo_kmin}, k_res]",
+             f"{'activation':<10} {'k(1)':>7}  {'zeros (k >= 2)':<16} {'k_res':>5} {'mu_k0':>13} "
+             f"{'a[' + str(window[0]) + ',' + str(window[1]) + ']':>9} "
+             f"{'a[' + str(kmin) + ',' + str(kmax) + ']':>10} {'r':>7} {'b':>7}  theory"]
+
+    def num(v, width, fmt):
+        return f"{'-':>{width}}" if not np.isfinite(v) else f"{v:>{width}{fmt}}"
+    for r in rows:
+        mu0 = f"{r['mu_k0']:.2e}" if np.isfinite(r["mu_k0"]) else "< floor"
+        lines.append(f"{r['activation']:<10} {r['kappa(1)']:>7.3f}  {r['zeros']:<16} {r['k_rel']:>5d} "
+                     f"{mu0 + ' (' + str(r['k0']) + ')':>13} "
+                     f"{num(r['a_window'], 9, '.3f')} {num(r['a_tail'], 10, '.3f')} {num(r['r'], 7, '.3f')} "
+                     f"{num(r['b'], 7, '.2f')}  {r['theory']}")
+    return "\n".join(lines)
+
+
+def plot_activation_spectrum(sp, path, dpi=90, klin=80):
+    """Two panels of the eigenvalues of an :func:`activation_spectrum` (non-vanishing parity, values under
+    100 x floor omitted): log-log (power laws are lines; k^-p guide) and log-linear up to k = ``klin``
+    (geometric decay is a line); PNG at ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.5, 4.4))
+    for i, kd in enumerate(sp.kernels):
+        mu, fl = sp.mu[kd.label], sp.floor[kd.label]
+        _, _, live = _zeros(sp.k, mu, fl)
+        sel = (sp.k >= 1) & (mu > 100 * fl)
+        if live != "all":
+            sel &= sp.k % 2 == (0 if live == "even" else 1)
+        lab = f"{kd.label} ({live} k)" if live != "all" else kd.label
+        a1.loglog(sp.k[sel], mu[sel], "-", lw=1.3, color=f"C{i}", marker="." if sel.sum() < 3 else None, label=lab)
+        s2 = sel & (sp.k <= klin)
+        a2.semilogy(sp.k[s2], mu[s2], ".-", lw=1.0, ms=4, color=f"C{i}", label=lab)
+    p = sp.p
+    if len(sp.k) > 10:
+        relu = next((kd for kd in sp.kernels if kd.label == "relu"), None)
+        base = sp.mu[relu.label][10] if relu is not None else 1e-3
+        kk = np.array([10.0, float(sp.k[-1])])
+        a1.loglog(kk, 10 * base * (kk / 10) ** (-p), color="k", ls=(0, (1, 3)), lw=0.8, label=f"k^-{p} (x10)")
+    what = "NTK" if getattr(sp, "kind", "ntk") == "ntk" else "NNGP"
+    for ax, xl in ((a1, "degree k (log)"), (a2, "degree k")):
+        ax.set_xlabel(xl)
+        ax.set_ylabel("mu_k")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7.5)
+    a1.set_title(f"two-layer {what} on S^{p - 1} (p = {p}): log-log", fontsize=10)
+    a2.set_title(f"same, log-linear (geometric decay = straight line)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------------
 
@@ -434,6 +817,20 @@ def register_cli(sub):
     p.add_argument("--depth", type=int, default=3, help="depth of the deeper fc NTK/NNGP shown (default 3)")
     p.add_argument("--out", default="spectrum.png", help="PNG path of the plot (default spectrum.png); checked "
                                                          "before any work")
+    p.add_argument("--activation", default=None,
+                   help="comma-separated activations among " + ", ".join(ACTIVATION_NAMES) + " (relu2 = "
+                        "RectifiedMonomial(2), leaky = LeakyRelu(0.1)): show instead the two-layer kernel of "
+                        "serial(Dense(W_STD), act, Dense()) for each, computed by ntkfast.gram (default: the "
+                        "closed-form ReLU kernels above)")
+    p.add_argument("--kind", choices=("ntk", "nngp"), default="ntk",
+                   help="with --activation: the two-layer NTK (default) or NNGP")
+    p.add_argument("--w-std", type=float, default=2 ** 0.5,
+                   help="with --activation: W_std of the first Dense, the pre-activation standard deviation "
+                        "(default sqrt(2), as presets.fc; 1 gives t E[phi' phi'] + E[phi phi] at unit variance)")
+    p.add_argument("--window", default="20,40",
+                   help="with --activation: degrees 'lo,hi' of the first power-law fit (default 20,40)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="with --activation: device of the kernel evaluations (default auto)")
     p.set_defaults(func=_cli)
 
 
@@ -443,6 +840,8 @@ def _cli(args):
     _int_arg(args.depth, "--depth", 1)
     from .commands import check_out_option
     check_out_option(args.out, None, "--out", (".png",), gram=False)
+    if args.activation is not None:
+        return _cli_activation(args)
     kernels = [("kappa0", 1), ("kappa1", 1), ("ntk", 1)]
     if args.depth > 1:
         kernels += [("ntk", args.depth), ("nngp", args.depth)]
@@ -453,5 +852,27 @@ def _cli(args):
     for kd in sp.kernels:
         print(f"  {kd.label:<22} " + " ".join(f"{m:.3e}" for m in sp.mu[kd.label][:9]))
     plot_spectrum(sp, args.out)
+    print(f"plot written to {args.out}")
+    return 0
+
+
+def _cli_activation(args):
+    names = parse_activations(args.activation, "--activation")
+    try:
+        lo, hi = (int(v) for v in args.window.split(","))
+    except ValueError:
+        raise ValueError(f"--window must be 'lo,hi' (two ints); got {args.window!r}") from None
+    if not 1 <= lo < hi <= args.kmax:
+        raise ValueError(f"--window must satisfy 1 <= lo < hi <= --kmax ({args.kmax}); got {args.window!r}")
+    if not (0 < args.w_std < np.inf):
+        raise ValueError(f"--w-std must be a positive finite number; got {args.w_std}")
+    kmin = args.kmin or max(10, args.kmax // 10)
+    sp = activation_spectrum(names, args.p, args.kmax, kind=args.kind, w_std=args.w_std, device=args.device)
+    rows = activation_table(sp, (lo, hi), kmin)
+    print(format_activation_table(rows, args.p, args.kind, args.w_std, (lo, hi), kmin, args.kmax))
+    print("first eigenvalues (k = 0..8):")
+    for kd in sp.kernels:
+        print(f"  {kd.label:<10} " + " ".join(f"{m:.3e}" for m in sp.mu[kd.label][:9]))
+    plot_activation_spectrum(sp, args.out)
     print(f"plot written to {args.out}")
     return 0
