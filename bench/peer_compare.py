@@ -16,7 +16,7 @@ import textwrap
 import numpy as np
 
 import ntkfast as nf
-from ntkfast.commands import bench_workload
+from ntkfast.cli.core import bench_workload
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_PEER_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "peers"))

@@ -140,7 +140,7 @@ def test_diagonal_from_self_recursion(name):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_self_data_matches_cpu(dtype):
     from ntkfast import _core
-    from ntkfast.gram import compile_program
+    from ntkfast.kernel.tiled import compile_program
     for name in ("gauss", "circular", "pool"):
         arch, shape = SYM_NETS[name]
         X = np.ascontiguousarray(np.random.default_rng(13).standard_normal((7,) + shape), dtype=dtype)
@@ -242,7 +242,7 @@ def test_float32_matches_cpu_to_the_bit(name):
 
 def test_status_per_device_and_device_index():
     from ntkfast import _core
-    from ntkfast.gram import compile_program
+    from ntkfast.kernel.tiled import compile_program
     st = _core.cuda_status()
     assert st["device_count"] >= 1 and len(st["device_usable"]) == st["device_count"]
     assert all(st["device_usable"]), st["device_reason"]  # a build for this machine's architecture
@@ -262,7 +262,7 @@ def test_status_per_device_and_device_index():
 def test_session_tiles_equal_one_tile():
     """Program, inputs and self data uploaded once; tiles streamed against them equal the one-shot tile."""
     from ntkfast import _core
-    from ntkfast.gram import compile_program
+    from ntkfast.kernel.tiled import compile_program
     arch, shape = SYM_NETS["circular"]
     X = np.ascontiguousarray(np.random.default_rng(22).standard_normal((11,) + shape), dtype=np.float32)
     prog = compile_program(arch, shape)
@@ -277,7 +277,7 @@ def test_session_tiles_equal_one_tile():
 def test_progress_and_cancel():
     """Progress counts finished pairs band by band; a cancel stops at the next band with Cancelled."""
     from ntkfast import _core
-    from ntkfast.gram import compile_program
+    from ntkfast.kernel.tiled import compile_program
     arch = nf.presets.cntk(3, "gap")
     # About 1.1M pairs: several bands of (16 x resident warps) pairs even on the largest GPUs.
     X = np.ascontiguousarray(np.random.default_rng(23).random((1500, 12, 12, 1)), dtype=np.float32)

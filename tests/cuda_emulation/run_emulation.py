@@ -36,7 +36,7 @@ for _p in (TESTS, HERE):
 import emu_build  # noqa: E402  (tests/cuda_emulation/emu_build.py)
 import ntkfast as nf  # noqa: E402
 from ntkfast import _core  # noqa: E402
-from ntkfast.gram import compile_program  # noqa: E402
+from ntkfast.kernel.tiled import compile_program  # noqa: E402
 
 REF_TOL = {"float64": 1e-10, "float32": 1e-5}   # the fixed nets' relative tolerances (test_backend_vs_reference)
 DTYPES = ("float64", "float32")

@@ -144,8 +144,8 @@ def study_kernels(p=3, kmax=6, depth=2, b_std=1.0):
     """The three kernels of the study: the two-layer ReLU NTK (``presets.fc(1)``), the deeper NTK of
     ``presets.fc(depth)`` and the two-layer NTK with a first-layer bias ``b_std``. Returns a list of
     :class:`StudyKernel`."""
-    from . import presets
-    from .arch import Dense, ReLU, serial
+    from ..kernel import presets
+    from ..kernel.arch import Dense, ReLU, serial
     from .spectrum import kernel, mercer_eigenvalues
     p, kmax, depth = _int("p", p, 2), _int("kmax", kmax, 1), _int("depth", depth, 2)
     b_std = float(b_std)
@@ -310,8 +310,8 @@ def sphere_study(n=1000, p=3, kmax=6, depth=2, b_std=1.0, seed=0, n_times=200, q
     t_half {k}, predicted {k: ln 2 / mu_k}, slope/intercept of log t_half vs log(1/mu_k), final
     errors (closed form and, for p = 3 with ``quadrature``, by quadrature on a 32 x 64 grid), seconds.
     """
-    from . import gram
-    from .predict import GradientFlow
+    from ..kernel.tiled import gram
+    from ..learning.predict import GradientFlow
     from .spectrum import sample_sphere
     n, p, kmax = _int("n", n, 10), _int("p", p, 2), _int("kmax", kmax, 1)
     log = progress or (lambda msg: None)
@@ -404,7 +404,8 @@ def two_layer_ntk(X, Y=None):
     ``a_r / sqrt(m)`` fixed): ``Theta(x, x') = <x, x'> kappa0(rho) / 2``. It is the first-layer part of the
     NTK of ``presets.fc(1)``, whose NTK minus NNGP is ``<x, x'> kappa0(rho) / D`` (DESIGN section 1), so it
     is computed from ntkfast's Grams as ``(D / 2) (ntk - nngp)``. X (n, D), Y (m, D) -> float64 (n, m)."""
-    from . import gram, presets
+    from ..kernel.tiled import gram
+    from ..kernel import presets
     X = np.asarray(X, dtype=np.float64)
     k = gram(X, None if Y is None else np.asarray(Y, dtype=np.float64), arch=presets.fc(1), dtype="float64",
              device="cpu")
@@ -428,7 +429,7 @@ def finite_width_study(widths=(512, 1024, 2048, 4096, 8192), *, d=8, n=64, n_tes
     points at each checkpoint, its maximum over checkpoints ('gap'), the RMS of the test prediction, and the
     train loss at the end for the network and the infinite-width model.
     """
-    from .predict import GradientFlow
+    from ..learning.predict import GradientFlow
     from .taylor import Objective, PolynomialTarget, TwoLayer, gradient_descent, sphere
     log = progress or (lambda msg: None)
     X, Xt = sphere(n, d, seed=100), sphere(n_test, d, seed=101)
@@ -504,10 +505,11 @@ def mnist_study(data, n_train=200, n_test=100, *, n_times=60, dtype="float32", d
 
     Returns a dict: config, times (n_times,) (plus inf at the end), gram_seconds (None when read from the
     cache), and per kind ('ntk', 'nngp'): accuracy (n_times + 1,), train_loss, test_loss, eigenvalue range."""
-    from . import data as D
-    from . import gram, presets
-    from .krr import one_hot, prepare_images
-    from .predict import GradientFlow
+    from .. import data as D
+    from ..kernel.tiled import gram
+    from ..kernel import presets
+    from ..learning.krr import one_hot, prepare_images
+    from ..learning.predict import GradientFlow
     log = progress or (lambda msg: None)
     n_train, n_test = _int("n_train", n_train, 2), _int("n_test", n_test, 1)
     X, y = D.load_mnist(data)
@@ -518,7 +520,7 @@ def mnist_study(data, n_train=200, n_test=100, *, n_times=60, dtype="float32", d
     Xtr, Xte = prepare_images(Xtr, Xte, arch)
     Ytr, classes = one_hot(ytr, np.arange(10))
     Yte, _ = one_hot(yte, np.arange(10))
-    from .inputs import Kernels
+    from ..kernel.inputs import Kernels
     key = np.array([n_train, n_test, 64 if dtype == "float64" else 32])
     cached = None
     if gram_cache is not None:
@@ -552,7 +554,7 @@ def mnist_study(data, n_train=200, n_test=100, *, n_times=60, dtype="float32", d
            "times": times, "gram_seconds": secs}
     import warnings
 
-    from .krr import IllConditionedWarning
+    from ..learning.krr import IllConditionedWarning
     for kind, flow in flows.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", IllConditionedWarning)   # reported below through the condition number

@@ -23,7 +23,7 @@ import numbers
 
 import numpy as np
 
-from .inputs import Kernels
+from ..kernel.inputs import Kernels
 
 __all__ = ["directions", "perturb", "holder_curve", "fit_slope", "HolderCurve", "smoothness_experiment",
            "smoothness_table", "plot_smoothness", "DEFAULT_DELTAS", "register_cli"]
@@ -131,7 +131,7 @@ def _default_inputs(data=None, dim=32, seed=0, image=True):
     """(conv image (28, 28, 1) or None without ``image``, fc vector (dim,) on the sphere of radius sqrt(dim))."""
     img = None
     if image:
-        from . import data as D
+        from .. import data as D
         from .stability import to_mnist_size
         X, _ = D.load(data)
         if X.shape[1:3] == (8, 8):
@@ -152,8 +152,8 @@ def smoothness_experiment(image, vector, *, conv_arch="bietti_mairal", fc_depth=
     activation), then the conv curves; labels are ``fc{depth}`` and ``conv_arch`` for ReLU alone (the
     default), else ``'fc2 erf'``, ``'bietti_mairal erf'``, .... ``progress``: a bar over the deltas of every
     curve (stderr)."""
-    from . import presets
-    from .progress import steps
+    from ..kernel import presets
+    from ..progress import steps
     from .spectrum import activation_label, activation_layer, with_activation
     deltas = _deltas(deltas)
     acts = list(activation) if isinstance(activation, (list, tuple)) else [activation]
@@ -283,7 +283,7 @@ def register_cli(sub):
 
 
 def _cli(args):
-    from .commands import check_out_option
+    from ..cli.core import check_out_option
     check_out_option(args.out, None, "--out", (".png",), gram=False)
     try:
         lo, hi, n = args.deltas.split(",")
@@ -296,7 +296,7 @@ def _cli(args):
     acts = parse_activations(args.activation, "--activation")
     conv = None if args.arch.strip().lower() == "none" else args.arch
     if conv is not None:
-        from .presets import by_name
+        from ..kernel.presets import by_name
         by_name(conv)                      # an unknown name fails here, before any work
     img, vec = _default_inputs(args.data, args.dim, args.seed, image=conv is not None)
     curves = smoothness_experiment(img, vec, conv_arch=conv, fc_depth=args.fc_depth, activation=acts,

@@ -452,7 +452,7 @@ ACTIVATION_NAMES = ("relu", "relu2", "relu3", "abs", "leaky", "sign", "erf", "ge
 
 
 def _activation_table():
-    from . import arch as A
+    from ..kernel import arch as A
     return {"relu": A.ReLU(), "relu2": A.RectifiedMonomial(2), "relu3": A.RectifiedMonomial(3), "abs": A.Abs(),
             "leaky": A.LeakyRelu(0.1), "sign": A.Sign(), "erf": A.Erf(), "gelu": A.Gelu(), "sin": A.Sin(),
             "cos": A.Cos()}
@@ -463,7 +463,7 @@ def activation_layer(spec, option="activation"):
     RectifiedMonomial(2), 'relu3' = RectifiedMonomial(3), 'abs' = Abs(), 'leaky' = LeakyRelu(0.1), 'sign' =
     Sign(), 'erf' = Erf(), 'gelu' = Gelu(), 'sin' = Sin(), 'cos' = Cos()), or an activation layer such as
     ``nf.Erf(1, 2)``, returned as is. ``option`` names the argument in errors."""
-    from .arch import Layer
+    from ..kernel.arch import Layer
     if isinstance(spec, Layer):
         if not spec.nonlinear:
             raise ValueError(f"{option} must be an activation layer (ReLU(), Erf(), Gelu(), ...); got {spec!r}")
@@ -500,7 +500,7 @@ def with_activation(arch, activation):
     """``arch`` with every ``ReLU()`` replaced by ``activation`` (a name or a layer, see :func:`activation_layer`):
     the same architecture with another activation, e.g. ``with_activation(presets.bietti_mairal(), 'erf')``.
     Raises ValueError if ``arch`` has no ReLU."""
-    from .arch import ReLU, serial
+    from ..kernel.arch import ReLU, serial
     act = activation_layer(activation)
     if not any(type(l) is ReLU for l in arch.layers):
         raise ValueError(f"arch must contain ReLU() layers to replace by {activation_label(act)}; got {arch!r}")
@@ -537,7 +537,7 @@ class ActivationKernel:
             raise ValueError(f"kind must be 'ntk' or 'nngp'; got {kind!r}")
         if isinstance(w_std, bool) or not isinstance(w_std, numbers.Real) or not (0 < float(w_std) < np.inf):
             raise ValueError(f"w_std must be a positive finite number; got {w_std!r}")
-        from .arch import Dense, serial
+        from ..kernel.arch import Dense, serial
         self.layer = activation_layer(activation)
         self.kind, self.w_std, self.device = kind, float(w_std), device
         self.arch = serial(Dense(self.w_std), self.layer, Dense())
@@ -552,7 +552,7 @@ class ActivationKernel:
         return f"ActivationKernel({self.name!r}, kind={self.kind!r}, w_std={self.w_std!r})"
 
     def _eval(self, theta, rot=None):
-        from .gram import gram
+        from ..kernel.tiled import gram
         th = np.asarray(theta, dtype=np.float64)
         if np.any(~np.isfinite(th)) or np.any(th < 0) or np.any(th > np.pi):
             raise ValueError("theta must lie in [0, pi] (angles between unit vectors)")
@@ -586,7 +586,7 @@ class ActivationKernel:
 
     def value_at_one(self):
         """k(1) (the self kernel, from the backend's self recursion)."""
-        from .gram import gram
+        from ..kernel.tiled import gram
         x = np.array([[2 ** 0.5, 0.0]])
         return float(np.asarray(gram(x, arch=self.arch, kind=self.kind, dtype="float64", device=self.device))[0, 0])
 
@@ -610,7 +610,7 @@ def activation_theory(activation, p, kind="ntk", w_std=2 ** 0.5):
     - Gelu: sqrt((1 + s)^2 - s^2 t^2) and arcsin(s t / (1 + s)): t0 = (1 + s) / s (r = 2.618 for s = 2).
     - Sin/Cos: exponentials of s t: entire. Monomial, Hermite, Polynomial: polynomials in t.
     """
-    from . import arch as A
+    from ..kernel import arch as A
     layer = activation_layer(activation)
     s = float(w_std) ** 2
 
@@ -838,7 +838,7 @@ def _cli(args):
     _int_arg(args.p, "--p", 2)
     _int_arg(args.kmax, "--kmax", 20)
     _int_arg(args.depth, "--depth", 1)
-    from .commands import check_out_option
+    from ..cli.core import check_out_option
     check_out_option(args.out, None, "--out", (".png",), gram=False)
     if args.activation is not None:
         return _cli_activation(args)

@@ -27,7 +27,7 @@ import numbers
 
 import numpy as np
 
-from .inputs import Kernels
+from ..kernel.inputs import Kernels
 
 __all__ = ["random_field", "warp", "tangent_deform", "translate", "random_shift", "deform", "self_kernels",
            "relative_distances", "paired_distances", "to_mnist_size", "fig1", "Fig1Result", "fig1_table",
@@ -181,7 +181,7 @@ def to_mnist_size(X):
 # ----------------------------------------------------------------------------------------------------------
 
 def _gram(X, Y=None, *, arch, device, dtype):
-    from .gram import gram
+    from ..kernel.tiled import gram
     return gram(X, Y, arch=arch, device=device, dtype=dtype)
 
 
@@ -193,7 +193,7 @@ def self_kernels(X, *, arch, device="auto", dtype="float64", batch=None):
     0.13 s for bietti_mairal on the 2-core CPU, against 5 ms per pair), so small symmetric blocks are ~3x
     faster than one image per call. Default: 8, or 1 for architectures with GlobalAvgPool (all offset
     planes per pair: pairs are dear)."""
-    from .arch import GlobalAvgPool
+    from ..kernel.arch import GlobalAvgPool
     if batch is None:
         batch = 1 if any(isinstance(l, GlobalAvgPool) for l in getattr(arch, "layers", ())) else 8
     batch = _count(batch, "batch")
@@ -291,7 +291,7 @@ def fig1(X, labels, *, arch=None, alphas=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), n_
     Returns a :class:`Fig1Result`. Cost: n_ref * (2 len(alphas) n_deform) + n_compare + n_ref
     self kernels plus as many cross pairs. ``progress``: show a bar over these kernel evaluations (stderr).
     """
-    from . import presets
+    from ..kernel import presets
     arch = presets.bietti_mairal() if arch is None else arch
     X = _images(X)
     labels = np.asarray(labels)
@@ -311,11 +311,11 @@ def fig1(X, labels, *, arch=None, alphas=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), n_
         raise ValueError(f"method must be 'warp' or 'tangent'; got {method!r}")
     if normalize not in ("none", "center_scale"):
         raise ValueError(f"normalize must be 'none' or 'center_scale'; got {normalize!r}")
-    from .data import normalize as _normalize
+    from ..data import normalize as _normalize
     prep = lambda Z: _normalize(Z, normalize)  # noqa: E731
     if n_ref + n_compare > len(X):
         raise ValueError(f"n_ref + n_compare = {n_ref + n_compare} exceeds the {len(X)} images given")
-    from .inputs import check_inputs
+    from ..kernel.inputs import check_inputs
     check_inputs(arch, X[:1])  # shape errors before any work
 
     rng = np.random.default_rng(seed)
@@ -327,7 +327,7 @@ def fig1(X, labels, *, arch=None, alphas=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), n_
     refs, cmps = X[ref_idx], prep(X[cmp_idx])
     kw = dict(arch=arch, device=device, dtype=dtype)
     A = len(alphas)
-    from .progress import steps
+    from ..progress import steps
     bar = steps(n_ref + n_compare + n_ref * n_compare + n_ref * 4 * A * n_deform, "stability", enabled=progress,
                 unit="kernel")
     s_ref = self_kernels(prep(refs), **kw)
@@ -461,8 +461,9 @@ def register_cli(sub):
 
 def _cli(args):
     import time
-    from . import data as D, presets
-    from .commands import check_out_option
+    from .. import data as D
+    from ..kernel import presets
+    from ..cli.core import check_out_option
     check_out_option(args.out, None, "--out", (".png",), gram=False)
     try:
         alphas = [float(a) for a in args.alphas.split(",") if a.strip()]

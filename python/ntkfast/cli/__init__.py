@@ -13,13 +13,13 @@ import sys
 
 # Order here is the order in `ntkfast --help`.
 _COMMAND_MODULES = (
-    "ntkfast.commands",      # info, gram, bench
-    "ntkfast.krr",           # krr
-    "ntkfast.taylor",        # taylor
-    "ntkfast.stability",     # stability (Bietti & Mairal Fig. 1)
-    "ntkfast.spectrum",      # spectrum (Mercer eigenvalues on the sphere)
-    "ntkfast.smoothness",    # smoothness (Hölder 1/2 of the NTK)
-    "ntkfast.dynamics",      # dynamics (training dynamics of the infinite network, spectral bias)
+    "ntkfast.cli.core",      # info, gram, bench
+    "ntkfast.learning.krr",           # krr
+    "ntkfast.analyses.taylor.model",        # taylor
+    "ntkfast.analyses.stability",     # stability (Bietti & Mairal Fig. 1)
+    "ntkfast.analyses.spectrum",      # spectrum (Mercer eigenvalues on the sphere)
+    "ntkfast.analyses.smoothness",    # smoothness (Hölder 1/2 of the NTK)
+    "ntkfast.analyses.dynamics",      # dynamics (training dynamics of the infinite network, spectral bias)
 )
 
 
@@ -30,7 +30,7 @@ def build_parser():
                     "kernel ridge regression and the inductive-bias analyses around them.",
         epilog="Run 'ntkfast COMMAND --help' for the options of one command. Documentation: README.md and docs/ "
                "(docs/design.md: layer rules, algorithm, numerics; docs/layers.md: the layers).")
-    from . import __version__
+    from .. import __version__
     parser.add_argument("--version", action="version", version=f"ntkfast {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
@@ -57,6 +57,3 @@ def main(argv=None):
         print(f"ntkfast {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

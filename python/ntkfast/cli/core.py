@@ -138,7 +138,7 @@ def check_out_option(path, kind, option, exts, gram=True):
         raise ValueError(f"{option} must end with {', '.join(exts[:-1])} or {exts[-1]}; got {path!r}" if len(exts) > 1
                          else f"{option} must end with {exts[0]}; got {path!r}")
     if gram:
-        from .store import check_out_path
+        from ..storage.store import check_out_path
         return check_out_path(path, kind, option)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -149,7 +149,7 @@ def check_out_option(path, kind, option, exts, gram=True):
 
 
 def _info(args):
-    from .config import show_config
+    from ..config import show_config
     if args.json:
         import io
         cfg = show_config(file=io.StringIO())
@@ -161,8 +161,8 @@ def _info(args):
 
 def load_images(data, normalize, n=None, default_n=None, layout=None):
     """Images (N, H, W, C) and labels from the --data argument, first n (or default_n for the embedded set)."""
-    from . import data as D
-    from .inputs import to_nhwc
+    from .. import data as D
+    from ..kernel.inputs import to_nhwc
     X, y = D.load(data)
     X = to_nhwc(X, layout, "--data", option="--layout")
     if n is None and (data is None or data == D.DEFAULT_NAME):
@@ -176,9 +176,9 @@ def load_images(data, normalize, n=None, default_n=None, layout=None):
 
 
 def _gram(args):
-    from . import presets
-    from .gram import prepare, save_npz
-    from .memory import parse_bytes
+    from ..kernel import presets
+    from ..kernel.tiled import prepare, save_npz
+    from ..storage.memory import parse_bytes
     # every check that needs no data first: arch, options, output path
     arch = presets.by_name(args.arch)
     check_compute_args(args)
@@ -219,7 +219,7 @@ def _gram(args):
     t1 = time.perf_counter()
     if dask:
         from distributed import Client, LocalCluster
-        from . import distributed as nd
+        from ..storage import distributed as nd
         if args.scheduler is not None:
             with Client(args.scheduler) as client:
                 t1 = time.perf_counter()
@@ -255,8 +255,8 @@ def bench_workload(name, device="auto", dtype="float32", seconds=3.0, tile=None,
     """Time one workload of docs/design.md (section 4) on random inputs: returns a dict with pairs/s (a square
     X vs Y tile grown until one call takes about ``seconds``)."""
     import numpy as np
-    from . import presets
-    from .gram import gram, resolve_device
+    from ..kernel import presets
+    from ..kernel.tiled import gram, resolve_device
     if name not in WORKLOADS:
         raise ValueError(f"unknown workload {name!r}; expected one of {sorted(WORKLOADS)}")
     arch_name, shape = WORKLOADS[name]

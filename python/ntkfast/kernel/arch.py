@@ -759,7 +759,7 @@ def _input_shape(arch, input_shape):
 
 @functools.lru_cache(maxsize=256)
 def _plan(arch, shape):
-    from . import _core
+    from .. import _core
     prog = _core.compile_program(arch.program_text(shape))
     none = lambda v: None if v < 0 else v  # noqa: E731
     layers = tuple(LayerShape(i, l, none(a), none(b), none(c), none(d))

@@ -84,7 +84,7 @@ class KernelFn:
     ntkfast_arch = arch
 
     def __call__(self, x1, x2=None, get=None, **kwargs):
-        from .gram import gram
+        from .tiled import gram
         unknown = set(kwargs) - {"mask_constant", "diagonal_batch", "diagonal_spatial"}
         if unknown:
             raise TypeError(f"kernel_fn: unexpected keyword arguments {sorted(unknown)}")

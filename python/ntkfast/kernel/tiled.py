@@ -18,8 +18,8 @@ import time
 import numpy as np
 
 from .inputs import check_arch, check_dtype, check_inputs, check_kind, check_layout, row_scales
-from .progress import PairProgress, check_progress, label_of
-from . import config
+from ..progress import PairProgress, check_progress, label_of
+from .. import config
 
 __all__ = ["gram", "prepare", "GramJob", "compile_program", "resolve_device", "tiles"]
 
@@ -123,7 +123,7 @@ def gram(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=Non
     xp = _output_module(output, out)
     npz = None
     if isinstance(out, (str, os.PathLike)) and os.fspath(out).endswith(".npz"):
-        from .store import check_out_path
+        from ..storage.store import check_out_path
         npz = check_out_path(out, kind, "out")
         out = None
     job = prepare(X, Y, arch=arch, kind=kind, device=device, dtype=dtype, tile=tile, out=out, threads=threads,
@@ -196,7 +196,7 @@ class GramJob:
         return compile_program(self.arch, self.input_shape)
 
     def self_data(self):
-        from . import _core
+        from .. import _core
         prog = self.program()
         sx = _core.self_data(prog, self.X, self.device, self.threads)
         sy = sx if self.symmetric else _core.self_data(prog, self.Y, self.device, self.threads)
@@ -219,7 +219,7 @@ class GramJob:
                       f"{' in ' + str(self.store.location) if self.store.location else ''}); nothing to compute",
                       file=sys.stderr)
             return 0
-        from . import _core
+        from .. import _core
         prog = self.program()
         sx, sy = self.self_data()
         Yv = self.X if self.symmetric else self.Y
@@ -257,7 +257,7 @@ class GramJob:
     def calibrate(self, target_s=0.25, max_side=None):
         """Measured pairs/s of this job's program on a few of its own pairs (rectangular blocks of X against
         Y, grown from 16x16 until one takes ``target_s`` seconds); the results are discarded."""
-        from . import _core
+        from .. import _core
         prog = self.program()
         Yv = self.X if self.symmetric else self.Y
         cap = min(self.n, self.m, max_side or self.tile)
@@ -296,7 +296,7 @@ def _compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, device, threads
     ``scales``: None, or (ex, ey) power-of-two exponents of the rows of X and Y (see
     :func:`ntkfast.inputs.row_scales`): the kernels of rescaled rows are scaled back by 2^-(ex_i + ey_j).
     ``session``: a ``_core.GramSession`` of these inputs, which computes the tile against what it holds."""
-    from . import _core
+    from .. import _core
     (i0, i1), (j0, j1) = bounds
     diag = symmetric and i0 == j0
     if session is not None:
@@ -325,8 +325,8 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
     'auto' where they run; the default tile is then the CPU's unless device='cuda'). Raises (TypeError, ValueError, MemoryError) before any kernel work.
     Returns a :class:`GramJob`; ``job.run()`` computes it here, :mod:`ntkfast.distributed` on a Dask cluster.
     """
-    from . import memory as M
-    from .store import open_store, fingerprint, FORMAT, StoreMismatchError, check_out_path
+    from ..storage import memory as M
+    from ..storage.store import open_store, fingerprint, FORMAT, StoreMismatchError, check_out_path
     check_kind(kind)
     dt = check_dtype(dtype)
     tile = _check_tile(tile)
@@ -429,7 +429,7 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
 
 
 def _budget_message(budget, need, e, store_kind, tile):
-    from .memory import format_bytes as f
+    from ..storage.memory import format_bytes as f
     parts = (f"inputs {f(e.inputs)}, self data {f(e.self_data)}, outputs in memory {f(e.outputs)}, "
              f"one {tile}-image tile {f(e.per_tile)}, {e.threads} thread(s) x {f(e.per_thread)}")
     hint = " or write to a store (out='gram.zarr')" if store_kind == "array" and e.outputs else ""

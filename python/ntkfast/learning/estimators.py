@@ -23,7 +23,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from . import krr as _krr
-from .arch import Arch
+from ..kernel.arch import Arch
 
 __all__ = ["NTKRegressor", "NTKClassifier"]
 
@@ -38,7 +38,7 @@ def _resolve_arch(arch):
     if isinstance(arch, Arch):
         return arch
     if isinstance(arch, str):
-        from .presets import by_name
+        from ..kernel.presets import by_name
         return by_name(arch)
     raise TypeError(f"arch must be an ntkfast Arch (ntkfast.serial(...) or ntkfast.presets) or a preset name "
                     f"such as 'gap5' or 'fc3'; got {type(arch).__name__}")
@@ -80,7 +80,7 @@ class _NTKBase(BaseEstimator):
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {self.device!r}")
         _krr._check_ridges(self.ridge)
-        from .inputs import check_layout
+        from ..kernel.inputs import check_layout
         check_layout(self.layout)
         if self.image_shape is not None:
             shp = tuple(self.image_shape) if not isinstance(self.image_shape, str) else ()
@@ -90,7 +90,7 @@ class _NTKBase(BaseEstimator):
 
     def _shape_inputs(self, X, arch):
         """(N, ...) validated array -> what the arch takes: images (N, H, W, C) or vectors (N, D)."""
-        from .inputs import check_layout, to_nhwc
+        from ..kernel.inputs import check_layout, to_nhwc
         if arch.convolutional:
             if X.ndim in (3, 4):
                 X = to_nhwc(X, self.layout, "X")
@@ -118,7 +118,7 @@ class _NTKBase(BaseEstimator):
                               y_numeric=regression, reset=True)
 
     def _gram(self, X, Y, arch):
-        from .gram import gram
+        from ..kernel.tiled import gram
         return gram(X, Y, arch=arch, kind=self.kind, device=self.device, dtype=self.dtype, tile=self.tile,
                     threads=self.threads)
 

@@ -519,7 +519,7 @@ def register_cli(sub):
     """Add the ``krr`` subcommand to an argparse subparsers object (see :mod:`ntkfast.cli`)."""
     import argparse
 
-    from .commands import add_compute_args, add_data_args
+    from ..cli.core import add_compute_args, add_data_args
     p = sub.add_parser(
         "krr", help="kernel ridge regression: Gram, ridge by leave-one-out, test accuracy",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -618,12 +618,12 @@ def targets_task(y, task="auto", name="--data"):
 def _cli_krr(args):
     import time
 
-    from . import data as D
-    from .commands import (check_compute_args, check_out_option, print_plan, resume_hint)
-    from .gram import prepare, resolve_device
-    from .inputs import to_nhwc
-    from .memory import parse_bytes
-    from .presets import by_name
+    from .. import data as D
+    from ..cli.core import (check_compute_args, check_out_option, print_plan, resume_hint)
+    from ..kernel.tiled import prepare, resolve_device
+    from ..kernel.inputs import to_nhwc
+    from ..storage.memory import parse_bytes
+    from ..kernel.presets import by_name
 
     # every check that needs no data, before loading any
     arch = by_name(args.arch)
@@ -706,7 +706,7 @@ def _cli_krr(args):
     args.resume_hint = (lambda: "; ".join(h() for h in hints)) if hints else None
     estimates = [print_plan(job, label) for job, label in ((job_tr, "train"), (job_te, "test"))]
     if all(e is not None for e in estimates) and len(estimates) == 2:
-        from .commands import format_seconds
+        from ..cli.core import format_seconds
         print(f"  {'':<9}  about {format_seconds(sum(estimates))} of Gram time in all", flush=True)
     complete = {id(job_tr): job_tr.complete, id(job_te): job_te.complete}
     t0 = time.perf_counter()
@@ -788,8 +788,8 @@ def prepare_images(X_train, X_test, arch, *, normalize="center_scale", pad=None,
 
     Images are (N, H, W, C), or (N, H, W) for one channel; ``layout`` as in :func:`ntkfast.gram` (None: NHWC,
     refusing channels-first-looking shapes; 'NCHW': converted). ``pad`` must be >= the image side."""
-    from . import data as D
-    from .inputs import to_nhwc
+    from .. import data as D
+    from ..kernel.inputs import to_nhwc
     X_train, X_test = to_nhwc(np.asarray(X_train), layout, "X_train"), to_nhwc(np.asarray(X_test), layout, "X_test")
     if pad is not None and (isinstance(pad, bool) or not isinstance(pad, numbers.Integral)
                             or (np.ndim(X_train) == 4 and pad < max(np.shape(X_train)[1:3]))):

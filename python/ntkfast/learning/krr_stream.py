@@ -124,7 +124,7 @@ def plan_blocks(K, n_rhs, rank, memory_budget=None):
     fit with zarr reading up to 10 chunks at once (fewer if the budget needs it), else part of a chunk row
     read one chunk at a time (slower: every chunk is then decoded several times per pass); for other arrays
     the most rows that fit. MemoryError if not even one row fits."""
-    from .memory import parse_bytes, format_bytes
+    from ..storage.memory import parse_bytes, format_bytes
     n = int(K.shape[0])
     fixed = 4 * n * rank * 8 + 6 * n * max(n_rhs, 1) * 8
     budget = 256 * 2**20 + fixed if memory_budget is None else parse_bytes(memory_budget)

@@ -24,26 +24,25 @@ several threads each (then several tiles run at once per worker).
 """
 from __future__ import annotations
 
-import importlib
 import time
 import uuid
 
-_gram = importlib.import_module("ntkfast.gram")   # the module (the package attribute ``gram`` is the function)
+from ..kernel import tiled as _tiled
 
 __all__ = ["gram", "run"]
 
 
 def _self_task(arch, input_shape, X, device, threads):
-    from . import _core
-    prog = _gram.compile_program(arch, input_shape)
-    return _core.self_data(prog, X, _gram.resolve_device(device), threads)
+    from .. import _core
+    prog = _tiled.compile_program(arch, input_shape)
+    return _core.self_data(prog, X, _tiled.resolve_device(device), threads)
 
 
 def _tile_task(arch, input_shape, X, Y, sx, sy, store, ab, bounds, symmetric, names, device, threads, scales=None):
     t0 = time.perf_counter()
-    prog = _gram.compile_program(arch, input_shape)
+    prog = _tiled.compile_program(arch, input_shape)
     Yv = X if Y is None else Y
-    res = _gram._compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, _gram.resolve_device(device),
+    res = _tiled._compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, _tiled.resolve_device(device),
                               threads, scales)
     store.write_tile(bounds, res, mirror=symmetric and ab[0] != ab[1])
     store.mark(ab[0], ab[1], bounds)
@@ -77,7 +76,7 @@ def gram(X, Y=None, *, arch, client, out, kind=None, device="auto", dtype="float
                          "got None")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int (CPU threads per task); got {threads!r}")
-    job = _gram.prepare(X, Y, arch=arch, kind=kind, device=device, dtype=dtype, tile=tile, out=out, threads=threads,
+    job = _tiled.prepare(X, Y, arch=arch, kind=kind, device=device, dtype=dtype, tile=tile, out=out, threads=threads,
                         memory_budget=memory_budget, progress=progress, resolve=False,
                         layout=layout)
     run(job, client, progress=progress)
@@ -112,7 +111,7 @@ def run(job, client, *, progress=False):
                              key=f"ntkfast-tile-{ab[0]}-{ab[1]}-{token}")
                for ab, bounds in job.pending]
     bounds_of = dict(job.pending)
-    bar = _gram.progress_bar(job, progress) if progress else None
+    bar = _tiled.progress_bar(job, progress) if progress else None
     finished = 0
     try:
         for fut in as_completed(futures):

@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from .inputs import Kernels
+from ..kernel.inputs import Kernels
 
 __all__ = ["Store", "open_store", "fingerprint", "check_out_path", "StoreMismatchError", "arch_label", "FORMAT"]
 
@@ -43,7 +43,7 @@ def arch_label(text):
     'a custom net of L layers (Conv, ReLU, ...)'."""
     if not isinstance(text, str):
         return repr(text)
-    from . import presets
+    from ..kernel import presets
     for name in _preset_names():
         try:
             if repr(presets.by_name(name)) == text:

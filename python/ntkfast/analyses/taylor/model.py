@@ -592,7 +592,8 @@ def ntk_ridge(X, y, X_test, *, depth=2, ridges=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e
     gives weight 0 to odd spherical harmonics of degree >= 3 (Bietti & Mairal 2019): it cannot learn the
     degree-3 part of (beta^T x)^3 at all. Depth 2 (the default) has no such gap.
     """
-    from . import gram, presets
+    from ...kernel.tiled import gram
+    from ...kernel import presets
     X = _to_numpy(_matrix("X", X))
     X_test = _to_numpy(_matrix("X_test", X_test, X.shape[1]))
     y = _to_numpy(_vector("y", y, X.shape[0]))
@@ -605,7 +606,7 @@ def ntk_ridge(X, y, X_test, *, depth=2, ridges=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e
     K = np.asarray(gram(X, arch=arch, kind="ntk", dtype="float64", device=gdev))
     Kt = np.asarray(gram(X_test, X, arch=arch, kind="ntk", dtype="float64", device=gdev))
     try:
-        from .krr import KRR
+        from ...learning.krr import KRR
     except ImportError:  # pragma: no cover - krr is part of the package; this only guards a broken import
         return _krr_fallback(K, y, Kt, ridges)
     import warnings
@@ -995,7 +996,7 @@ def _load(paths):
 
 
 def _cli(args):
-    from .commands import check_out_option
+    from ...cli.core import check_out_option
     threshold = _float("--threshold", args.threshold, 0.0, strict=True)
     check_out_option(args.out, None, "--out", (".png",), gram=False)
     if args.json:

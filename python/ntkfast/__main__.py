@@ -1,0 +1,6 @@
+"""``python -m ntkfast``: the ``ntkfast`` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
