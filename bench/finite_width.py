@@ -39,7 +39,7 @@ def main(argv=None):
     print(f"total {time.perf_counter() - t0:.1f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(D._jsonable(res), f, indent=1)
+            json.dump(D.jsonable(res), f, indent=1)
     return 0
 
 

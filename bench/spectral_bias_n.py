@@ -47,7 +47,7 @@ def main(argv=None):
             print(f"| {label} | {n} | " + " | ".join(cells) + f" | {np.mean(sl):.3f} ({min(sl):.3f}..{max(sl):.3f}) |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(D._jsonable(rows), f, indent=1)
+            json.dump(D.jsonable(rows), f, indent=1)
     return 0
 
 

@@ -138,7 +138,7 @@ def test_plot_title_carries_the_measured_slopes(tmp_path, monkeypatch):
         titles.extend(ax.get_title() for ax in fig.axes)
         return real(fig, *a, **k)
     monkeypatch.setattr(plt.Figure, "savefig", grab)
-    Sm.plot_smoothness([c], tmp_path / "s.png")
+    nf.plots.plot_smoothness([c], tmp_path / "s.png")
     title = " ".join(titles)
     assert f"fc1 NTK {c.slope('ntk', 1e-5, 1e-3):.3f}" in title
     assert f"fc1 NNGP {c.slope('nngp', 1e-5, 1e-3):.3f}" in title

@@ -158,7 +158,7 @@ def test_fig1_deterministic_and_seed_sensitive(digits28):
 def test_fig1_table_and_plot(fig1_small, tmp_path):
     text = St.fig1_table(fig1_small)
     assert "paper poster" in text and "0.022" in text and "same label" in text
-    path = St.plot_fig1(fig1_small, tmp_path / "f.png")
+    path = nf.plots.plot_fig1(fig1_small, tmp_path / "f.png")
     assert 1000 < path.stat().st_size < 200_000
 
 

@@ -404,9 +404,10 @@ def test_cuda_request_without_cupy_says_why():
         pytest.skip("cupy is installed")
     except ImportError:
         pass
+    from ntkfast.analyses.taylor.model import array_module
     with pytest.raises(RuntimeError, match=r"device='cuda' needs cupy.*pip install 'ntkfast\[gpu\]'"):
-        T.array_module("cuda")
-    assert T.array_module("auto") is np
+        array_module("cuda")
+    assert array_module("auto") is np
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -476,7 +477,8 @@ def test_study_plot_is_readable(tmp_path, monkeypatch):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from ntkfast.taylor import Study, plot_study
+    from ntkfast.plots import plot_taylor_study
+    from ntkfast.taylor import Study
     models = ["quadratic", "randomized", "linearized", "ntk"]
     records = [dict(p=2, r=1, model=m, d=d, n=n, error=1.0 / n) for m in models for d in (8, 16) for n in (4, 64)]
     study = Study(records, dict(targets=[[2, 1]], models=models, dims=[8, 16], ns=[4, 64]))
@@ -490,7 +492,7 @@ def test_study_plot_is_readable(tmp_path, monkeypatch):
         seen["px"] = fig.get_size_inches() * k.get("dpi", fig.dpi)
         return real(fig, path, *a, **k)
     monkeypatch.setattr(plt.Figure, "savefig", grab)
-    plot_study(study, tmp_path / "t.png", threshold=0.1)
+    plot_taylor_study(study, tmp_path / "t.png", threshold=0.1)
     assert seen["legends"] == ["d = 8", "d = 16", "test MSE = 0.1 (defines n*)"]   # one legend, for all panels
     assert seen["axes_legends"] == []
     assert min(seen["title_sizes"]) >= 10

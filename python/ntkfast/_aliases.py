@@ -22,7 +22,7 @@ ALIASES = {
     "krr": "learning.krr", "krr_stream": "learning.krr_stream", "estimators": "learning.estimators",
     "predict": "learning.predict",
     "stability": "analyses.stability", "spectrum": "analyses.spectrum", "smoothness": "analyses.smoothness",
-    "dynamics": "analyses.dynamics", "taylor": "analyses.taylor",
+    "dynamics": "analyses.dynamics", "taylor": "analyses.taylor", "plots": "analyses.plots",
 }
 
 _PACKAGE = __name__.rpartition(".")[0]

@@ -7,6 +7,7 @@ which ships inside the installed scikit-learn package (no download).
 from __future__ import annotations
 
 import gzip
+import numbers
 import os
 import struct
 import zipfile
@@ -15,7 +16,7 @@ import zlib
 import numpy as np
 
 __all__ = ["load_idx", "load_mnist", "load_npz", "load_default", "load", "normalize", "split", "pad",
-           "DEFAULT_NAME", "NORMALIZATIONS"]
+           "prepare_images", "DEFAULT_NAME", "NORMALIZATIONS"]
 
 DEFAULT_NAME = "digits"
 NORMALIZATIONS = ("none", "center_scale", "zca")
@@ -256,3 +257,27 @@ def pad(X, size):
         raise ValueError(f"size must be an int >= the image side {max(X.shape[1:3])}; got {size!r}")
     dh, dw = size - X.shape[1], size - X.shape[2]
     return np.pad(X, ((0, 0), (dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2), (0, 0)))
+
+
+_normalize, _pad = normalize, pad     # prepare_images' arguments of the same names shadow them
+
+
+def prepare_images(X_train, X_test, arch, *, normalize="center_scale", pad=None, layout=None):
+    """Normalize (ZCA, if asked, fitted on the training images only), zero-pad to ``pad`` x ``pad``, and
+    flatten for a fully-connected ``arch``. Returns float64 (X_train, X_test) as ``arch`` takes them.
+
+    Images are (N, H, W, C), or (N, H, W) for one channel; ``layout`` as in :func:`ntkfast.gram` (None: NHWC,
+    refusing channels-first-looking shapes; 'NCHW': converted). ``pad`` must be >= the image side."""
+    from .kernel.inputs import to_nhwc
+    X_train, X_test = to_nhwc(np.asarray(X_train), layout, "X_train"), to_nhwc(np.asarray(X_test), layout, "X_test")
+    if pad is not None and (isinstance(pad, bool) or not isinstance(pad, numbers.Integral)
+                            or (np.ndim(X_train) == 4 and pad < max(np.shape(X_train)[1:3]))):
+        side = max(np.shape(X_train)[1:3]) if np.ndim(X_train) == 4 else "?"
+        raise ValueError(f"pad must be an int >= the image side {side}; got {pad!r}")
+    Xtr = _normalize(X_train, normalize)
+    Xte = _normalize(X_test, normalize, zca_fit=X_train if normalize == "zca" else None)
+    if pad is not None:
+        Xtr, Xte = _pad(Xtr, pad), _pad(Xte, pad)
+    if not arch.convolutional:
+        Xtr, Xte = Xtr.reshape(len(Xtr), -1), Xte.reshape(len(Xte), -1)
+    return Xtr, Xte

@@ -17,8 +17,8 @@ probability measure is a quadratic form in the Gram ``N(p, k) P_k(<w, w'>)`` of 
 it independently, by product quadrature of the predictions on a grid computed through ntkfast's
 test x train Gram.
 
-This module keeps argparse and matplotlib out of import time: the plot and the command line import them
-in their own functions.
+Its figure is :func:`ntkfast.analyses.plots.plot_dynamics_study`; ``ntkfast dynamics`` is
+:mod:`ntkfast.cli.dynamics`.
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ import time
 import numpy as np
 
 __all__ = ["StudyKernel", "study_kernels", "bias_ntk", "BiasNTK", "angles", "HarmonicTarget", "zonal_gram",
-           "DegreeErrors", "degree_errors",
-           "halving_time", "sphere_study", "sphere_grid", "quadrature_degree_errors", "fit_slope",
-           "two_layer_ntk", "finite_width_study", "format_finite_width_table",
-           "mnist_study", "format_degree_table", "format_mnist_table", "plot_study", "register_cli"]
+           "DegreeErrors", "degree_errors", "halving_time", "sphere_study", "sphere_grid",
+           "quadrature_degree_errors", "fit_slope", "two_layer_ntk", "finite_width_study",
+           "format_finite_width_table", "mnist_study", "format_degree_table", "format_mnist_table",
+           "pooled_halving_fit", "jsonable", "LN2"]
 
 LN2 = math.log(2.0)
 
@@ -380,12 +380,14 @@ def format_degree_table(res):
     for label, r in res["kernels"].items():
         ks = [k for k in sorted(r["t_half"]) if np.isfinite(r["t_half"][k]) and r["mu"][k] > 0]
         lines.append(f"| {label} | {r['slope']:.3f} | {r['intercept']:.3f} | {ks} |")
-    pooled = _pooled(res)
+    pooled = pooled_halving_fit(res)
     lines.append(f"| all three together | {pooled[0]:.3f} | {pooled[1]:.3f} | {pooled[2]} points |")
     return "\n".join(lines)
 
 
-def _pooled(res):
+def pooled_halving_fit(res):
+    """(slope, intercept, points): the log-log fit of every kernel's halving times against 1/mu_k together
+    (:func:`fit_slope`), over the degrees with a finite halving time and mu_k > 0."""
     xs, ys = [], []
     for r in res["kernels"].values():
         for k, th in r["t_half"].items():
@@ -597,170 +599,17 @@ def format_mnist_table(res, marks=None):
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# plot
-
-
-def plot_study(sphere, mnist, path, dpi=90):
-    """Write the study's figure to ``path`` (PNG): the degree-k error over time for each kernel, the
-    halving times against 1/mu_k, and (when ``mnist`` is given) MNIST test accuracy against time."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, 3, figsize=(14, 8.2))
-    times = sphere["times"]
-    labels = list(sphere["kernels"])
-    for ax, label in zip(axes[0], labels):
-        r = sphere["kernels"][label]
-        for k, e in r["errors"].items():
-            ls = "-" if r["mu"][k] > 0 else "--"
-            ax.semilogx(times, e, ls, color=f"C{k - 1}", label=f"k = {k}" + ("" if r["mu"][k] > 0 else " (mu_k = 0)"))
-            if np.isfinite(r["predicted"][k]):
-                ax.axvline(r["predicted"][k], color=f"C{k - 1}", lw=0.6, ls=":")
-        ax.axhline(0.5, color="k", lw=0.6)
-        ax.set_ylim(0, 1.05)
-        ax.set_xlabel("training time t (learning rate 1)")
-        ax.set_ylabel("||P_k (f_t - f*)||  (||f_k|| = 1)")
-        ax.set_title(f"{label}: degree-k error (dotted: ln2/mu_k)", fontsize=9)
-        ax.legend(fontsize=7, loc="lower left")
-    ax = axes[1, 0]
-    allx = []
-    for i, label in enumerate(labels):
-        r = sphere["kernels"][label]
-        ks = [k for k in r["t_half"] if np.isfinite(r["t_half"][k]) and r["mu"][k] > 0]
-        x = np.array([1.0 / r["mu"][k] for k in ks])
-        allx += list(x)
-        ax.loglog(x, [r["t_half"][k] for k in ks], "o", color=f"C{i}", label=f"{label} (slope {r['slope']:.3f})")
-        for k, xx in zip(ks, x):
-            ax.annotate(str(k), (xx, r["t_half"][k]), fontsize=7, xytext=(3, -8), textcoords="offset points")
-    xx = np.geomspace(min(allx) / 1.5, max(allx) * 1.5, 10)
-    ax.loglog(xx, LN2 * xx, "k:", lw=0.8, label="t = ln2 / mu_k")
-    slope, icpt, npts = _pooled(sphere)
-    ax.loglog(xx, np.exp(icpt) * xx ** slope, color="0.6", lw=0.8, label=f"fit, all {npts} points: slope {slope:.3f}")
-    ax.set_xlabel("1 / mu_k")
-    ax.set_ylabel("measured halving time of degree k")
-    ax.set_title(f"halving time vs 1/mu_k (n = {sphere['config']['n']}, S^{sphere['config']['p'] - 1})", fontsize=9)
-    ax.legend(fontsize=7)
-    if mnist is not None:
-        mt = mnist["times"]
-        for kind, name, c in (("ntk", "NTK", "C3"), ("nngp", "CKN/NNGP", "C0")):
-            r = mnist[kind]
-            axes[1, 1].semilogx(mt, 100 * r["accuracy"][:-1], color=c,
-                                label=f"{name} (t = inf: {100 * r['accuracy'][-1]:.1f} %)")
-            axes[1, 2].loglog(mt, r["test_loss"][:-1], color=c, label=f"{name} test")
-            axes[1, 2].loglog(mt, np.maximum(r["train_loss"][:-1], 1e-12), color=c, ls="--", label=f"{name} train")
-        cfg = mnist["config"]
-        axes[1, 1].set_title(f"MNIST, bietti_mairal(): test accuracy (train {cfg['n_train']}, test {cfg['n_test']})",
-                             fontsize=9)
-        axes[1, 1].set_xlabel("training time t (learning rate 1, loss / (2 n 10))")
-        axes[1, 1].set_ylabel("test accuracy (%)")
-        axes[1, 1].legend(fontsize=7)
-        axes[1, 2].set_ylim(1e-6, None)
-        axes[1, 2].set_title("MNIST: loss of the mean prediction", fontsize=9)
-        axes[1, 2].set_xlabel("training time t")
-        axes[1, 2].legend(fontsize=7)
-    else:
-        axes[1, 1].axis("off")
-        axes[1, 2].axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
-# ----------------------------------------------------------------------------------------------------------
-# command line
-
-
-def register_cli(sub):
-    """Add the ``dynamics`` subcommand (see :mod:`ntkfast.cli`)."""
-    import argparse
-    p = sub.add_parser(
-        "dynamics", help="training dynamics of the infinite network: spectral bias on the sphere, MNIST vs time",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Gradient flow of infinitely wide ReLU nets (ntkfast.predict) on a target made of one\n"
-                    "spherical harmonic of each degree 1..kmax (equal norms) on S^{p-1}: the time at which each\n"
-                    "degree's error halves against 1/mu_k (Funk-Hecke eigenvalues, ntkfast.spectrum), for the\n"
-                    "two-layer NTK (mu_k = 0 at odd k >= 3), a deeper fc NTK and a two-layer NTK with bias;\n"
-                    "then (with --data) MNIST test accuracy against training time for the NTK and CKN/NNGP of\n"
-                    "presets.bietti_mairal().",
-        epilog="example:\n  ntkfast dynamics --data ../shared/data/mnist --out docs/img/dynamics.png")
-    p.add_argument("--n", type=int, default=1000, help="training points on the sphere (default 1000)")
-    p.add_argument("--p", type=int, default=3, help="ambient dimension, sphere S^{p-1} (default 3)")
-    p.add_argument("--kmax", type=int, default=6, help="target degrees 1..kmax (default 6)")
-    p.add_argument("--depth", type=int, default=2, help="depth of the deeper fc NTK (default 2: presets.fc(2))")
-    p.add_argument("--bias", type=float, default=1.0, help="b_std of the first layer of the bias kernel (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the points and the target (default 0)")
-    p.add_argument("--data", default=None, help="MNIST IDX directory for the accuracy-vs-time part (skipped "
-                                                "without it), e.g. ../shared/data/mnist")
-    p.add_argument("--train", type=int, default=200, help="MNIST training images (first of t10k; default 200)")
-    p.add_argument("--test", type=int, default=100, help="MNIST test images (last of t10k; default 100)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                   help="dtype of the MNIST Grams (default float32; the dynamics always run in float64)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
-                   help="where the MNIST Grams are computed (default cpu)")
-    p.add_argument("--gram-cache", default=None, metavar="PATH.npz",
-                   help="keep the MNIST Grams in this .npz file: read when it holds the same split and dtype, "
-                        "else computed and written")
-    p.add_argument("--out", default="dynamics.png", help="PNG path of the plot (default dynamics.png)")
-    p.add_argument("--json", default=None, help="also write the measured figures to this JSON file")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args):
-    _int("--n", args.n, 10)
-    _int("--p", args.p, 2)
-    _int("--kmax", args.kmax, 1)
-    _int("--depth", args.depth, 2)
-    if not str(args.out).lower().endswith(".png"):
-        raise ValueError(f"--out must be a .png path; got {args.out!r}")
-    if args.data is not None:
-        import os
-        if not os.path.isdir(args.data):
-            raise FileNotFoundError(f"--data must be an MNIST IDX directory; {args.data!r} is not a directory")
-    t0 = time.perf_counter()
-    print(f"ntkfast dynamics: sphere S^{args.p - 1}, n = {args.n}, degrees 1..{args.kmax}, seed {args.seed}",
-          flush=True)
-    sphere = sphere_study(args.n, args.p, args.kmax, args.depth, args.bias, args.seed,
-                          progress=lambda m: print(m, flush=True))
-    print(format_degree_table(sphere))
-    mnist = None
-    if args.data is not None:
-        print(f"MNIST: bietti_mairal(), train {args.train} (first of t10k), test {args.test} (last)", flush=True)
-        mnist = mnist_study(args.data, args.train, args.test, dtype=args.dtype, device=args.device,
-                            gram_cache=args.gram_cache, progress=lambda m: print(m, flush=True))
-        print(format_mnist_table(mnist))
-    plot_study(sphere, mnist, args.out)
-    print(f"plot written to {args.out}")
-    if args.json:
-        import json
-        with open(args.json, "w") as f:
-            json.dump({"command": "ntkfast dynamics " + " ".join(_argv_of(args)), "sphere": _jsonable(sphere),
-                       "mnist": _jsonable(mnist)}, f, indent=1)
-        print(f"figures written to {args.json}")
-    print(f"total {time.perf_counter() - t0:.1f} s")
-    return 0
-
-
-def _argv_of(args):
-    out = []
-    for key in ("n", "p", "kmax", "depth", "bias", "seed", "data", "train", "test", "dtype", "gram_cache", "out",
-                "json"):
-        v = getattr(args, key)
-        if v is not None:
-            out.append(f"--{key.replace('_', '-')} {v}")
-    return out
-
-
-def _jsonable(obj):
+def jsonable(obj):
+    """The results of the studies (dicts of arrays, numpy scalars, inf and nan) as plain JSON values: arrays
+    as lists, non-finite floats as the strings 'inf', '-inf', 'nan'."""
     if obj is None:
         return None
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
+        return [jsonable(v) for v in obj.tolist()]
     if isinstance(obj, (float, np.floating)):
         v = float(obj)
         return v if math.isfinite(v) else str(v)

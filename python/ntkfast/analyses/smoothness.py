@@ -26,7 +26,7 @@ import numpy as np
 from ..kernel.inputs import Kernels
 
 __all__ = ["directions", "perturb", "holder_curve", "fit_slope", "HolderCurve", "smoothness_experiment",
-           "smoothness_table", "plot_smoothness", "DEFAULT_DELTAS", "register_cli"]
+           "smoothness_table", "DEFAULT_DELTAS"]
 
 DEFAULT_DELTAS = tuple(np.logspace(-6, -1, 11).tolist())
 
@@ -127,20 +127,6 @@ def fit_slope(deltas, dist, dmin=None, dmax=None):
     return float(np.polyfit(np.log(deltas[sel]), np.log(m[sel]), 1)[0])
 
 
-def _default_inputs(data=None, dim=32, seed=0, image=True):
-    """(conv image (28, 28, 1) or None without ``image``, fc vector (dim,) on the sphere of radius sqrt(dim))."""
-    img = None
-    if image:
-        from .. import data as D
-        from .stability import to_mnist_size
-        X, _ = D.load(data)
-        if X.shape[1:3] == (8, 8):
-            X = to_mnist_size(X)
-        img = D.normalize(X[:1], "center_scale")[0]
-    v = np.random.default_rng(seed).standard_normal(dim)
-    return img, v / np.linalg.norm(v) * np.sqrt(dim)
-
-
 def smoothness_experiment(image, vector, *, conv_arch="bietti_mairal", fc_depth=2, activation="relu",
                           deltas=DEFAULT_DELTAS, n_dirs=2, seed=0, device="auto", dtype="float64", progress=False):
     """Hölder curves for ``presets.fc(fc_depth)`` at ``vector`` (D,) and for the convolutional preset
@@ -193,120 +179,3 @@ def smoothness_table(curves, dmin=1e-5, dmax=1e-3):
             lines.append(f"{c.label:<{w}} {kind.upper():<6} {s:7.3f} {s - 1:10.3f} {m[0] / c.deltas[0]:10.3g} "
                          f"{m[-1] / c.deltas[-1]:10.3g}")
     return "\n".join(lines)
-
-
-def plot_smoothness(curves, path, dmin=1e-5, dmax=1e-3, dpi=90):
-    """Log-log plot of the ratio ||dPhi|| / ||dx|| (relative) against ||dx|| with fitted slopes; PNG. Curves of
-    several activations (:func:`smoothness_experiment` with a list) get one panel per architecture."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    if len({c.activation for c in curves if c.activation}) > 1:
-        return _plot_by_arch(curves, path, dmin, dmax, dpi, plt)
-    fig, ax = plt.subplots(figsize=(6.4, 5.4))
-    slopes = []
-    for i, c in enumerate(curves):
-        for kind, mk, ls in (("nngp", "s", "--"), ("ntk", "o", "-")):
-            m = getattr(c.dist, kind).mean(axis=1)
-            s = c.slope(kind, dmin, dmax)
-            name = "NNGP" if c.label.startswith("fc") and kind == "nngp" else ("CKN" if kind == "nngp" else "NTK")
-            slopes.append(f"{c.label} {name} {s:.3f}")
-            ax.loglog(c.deltas, m / c.deltas, mk + ls, ms=3.5, color=f"C{i}",
-                      label=f"{c.label} {name}: slope {s:.3f}, ratio ~ dx^{s - 1:+.3f}")
-    ax.axvspan(dmin, dmax, color="0.9", zorder=0, label=f"fit range {dmin:g} .. {dmax:g}")
-    ax.set_xlabel("relative input distance ||x - y|| / ||x||")
-    ax.set_ylabel("||Phi(x) - Phi(y)|| / ||Phi(x)||  over  ||x - y|| / ||x||")
-    half = (len(slopes) + 1) // 2
-    ax.set_title("measured log-log slopes of ||dPhi|| against ||dx||:\n" + ", ".join(slopes[:half]) + "\n"
-                 + ", ".join(slopes[half:]), fontsize=9)
-    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
-def _plot_by_arch(curves, path, dmin, dmax, dpi, plt):
-    groups = list(dict.fromkeys(c.arch_name or c.label for c in curves))
-    acts = list(dict.fromkeys(c.activation for c in curves))
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.6 * len(groups), 5.2), squeeze=False)
-    for ax, g in zip(axes[0], groups):
-        for c in (c for c in curves if (c.arch_name or c.label) == g):
-            i = acts.index(c.activation)
-            for kind, mk, ls in (("nngp", "s", "--"), ("ntk", "o", "-")):
-                m = getattr(c.dist, kind).mean(axis=1)
-                s = c.slope(kind, dmin, dmax)
-                name = "NNGP" if g.startswith("fc") and kind == "nngp" else ("CKN" if kind == "nngp" else "NTK")
-                ax.loglog(c.deltas, m / c.deltas, mk + ls, ms=3, color=f"C{i}", lw=1.1,
-                          label=f"{c.activation} {name}: slope {s:.3f}")
-        ax.axvspan(dmin, dmax, color="0.9", zorder=0)
-        ax.set_xlabel("relative input distance ||x - y|| / ||x||")
-        ax.set_ylabel("||Phi(x) - Phi(y)|| / ||Phi(x)||  over  ||x - y|| / ||x||")
-        ax.set_title(f"{g}: measured log-log slopes of ||dPhi|| vs ||dx||\n(fit range {dmin:g} .. {dmax:g}, "
-                     f"shaded)", fontsize=9)
-        ax.legend(fontsize=7, ncol=2, loc="upper right")
-        ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
-def register_cli(sub):
-    p = sub.add_parser("smoothness", help="Hölder smoothness of NTK vs CKN feature maps (Props. 3-4)",
-                       description="||Phi(x) - Phi(y)|| against ||x - y|| for nearby inputs, for the fc NTK/NNGP "
-                                   "and a convolutional preset: fitted log-log slopes (1/2 for the NTK, 1 for "
-                                   "the NNGP/CKN) and a plot of the ratio.")
-    p.add_argument("--data", default=None, help="image source for the convolutional base point (default: the "
-                                                "embedded digits, upsampled to 28x28)")
-    p.add_argument("--arch", default="bietti_mairal", help="convolutional preset name (default bietti_mairal); "
-                                                          "'none' skips the convolutional net")
-    p.add_argument("--activation", default="relu",
-                   help="comma-separated activations replacing every ReLU of both nets, among relu, relu2, relu3, "
-                        "abs, leaky, sign, erf, gelu, sin, cos (relu2 = RectifiedMonomial(2), leaky = "
-                        "LeakyRelu(0.1)); default relu")
-    p.add_argument("--fc-depth", type=int, default=2, help="depth of the fc preset (default 2)")
-    p.add_argument("--dim", type=int, default=32, help="input dimension of the fc base point (default 32)")
-    p.add_argument("--deltas", default="1e-6,1e-1,11",
-                   help="relative input distances as 'min,max,count' (log-spaced; default 1e-6,1e-1,11)")
-    p.add_argument("--dmin", type=float, default=1e-5, help="smallest delta used in the slope fits (default 1e-5)")
-    p.add_argument("--dmax", type=float, default=1e-3, help="largest delta used in the slope fits (default 1e-3)")
-    p.add_argument("--n-dirs", type=int, default=2, help="random directions per delta (default 2)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="default float64")
-    p.add_argument("--out", default="smoothness.png", help="PNG path of the plot (default smoothness.png); "
-                                                           "checked before any work")
-    p.add_argument("--progress", action="store_true", help="show a progress bar (on stderr)")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args):
-    from ..cli.core import check_out_option
-    check_out_option(args.out, None, "--out", (".png",), gram=False)
-    try:
-        lo, hi, n = args.deltas.split(",")
-        deltas = np.logspace(np.log10(float(lo)), np.log10(float(hi)), int(n))
-    except ValueError:
-        raise ValueError(f"--deltas must be 'min,max,count'; got {args.deltas!r}") from None
-    if args.dim < 2:
-        raise ValueError(f"--dim must be >= 2; got {args.dim}")
-    from .spectrum import parse_activations
-    acts = parse_activations(args.activation, "--activation")
-    conv = None if args.arch.strip().lower() == "none" else args.arch
-    if conv is not None:
-        from ..kernel.presets import by_name
-        by_name(conv)                      # an unknown name fails here, before any work
-    img, vec = _default_inputs(args.data, args.dim, args.seed, image=conv is not None)
-    curves = smoothness_experiment(img, vec, conv_arch=conv, fc_depth=args.fc_depth, activation=acts,
-                                   deltas=deltas, n_dirs=args.n_dirs, seed=args.seed, device=args.device,
-                                   dtype=args.dtype, progress=args.progress)
-    where = "" if conv is None else f", {conv} on {args.data or 'digits'} image 0 (center_scale)"
-    print(f"ntkfast smoothness: fc{args.fc_depth} on a point of the sphere of radius sqrt({args.dim})"
-          f"{where}, dtype={args.dtype}, {args.n_dirs} directions orthogonal to x per delta"
-          + ("" if acts == ["relu"] else f"; activations {', '.join(acts)} in place of every ReLU"))
-    print(smoothness_table(curves, args.dmin, args.dmax))
-    plot_smoothness(curves, args.out, args.dmin, args.dmax)
-    print(f"plot written to {args.out}")
-    return 0

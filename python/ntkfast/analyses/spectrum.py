@@ -44,9 +44,9 @@ import numpy as np
 
 __all__ = ["DotProductKernel", "kernel", "KERNEL_NAMES", "multiplicity", "legendre_table", "mercer_eigenvalues",
            "Spectrum", "spectrum", "fit_decay", "sphere_gram_eigenvalues", "sample_sphere", "theory_decay",
-           "spectrum_table", "plot_spectrum", "ACTIVATION_NAMES", "activation_layer", "activation_label",
-           "parse_activations", "with_activation", "ActivationKernel", "activation_theory", "activation_spectrum",
-           "fit_geometric", "activation_table", "format_activation_table", "plot_activation_spectrum", "register_cli"]
+           "spectrum_table", "ACTIVATION_NAMES", "activation_layer", "activation_label", "parse_activations",
+           "with_activation", "ActivationKernel", "activation_theory", "activation_spectrum", "fit_geometric",
+           "activation_table", "format_activation_table", "vanishing_degrees"]
 
 KERNEL_NAMES = ("kappa0", "kappa1", "ntk", "nngp")
 _EPS = np.finfo(np.float64).eps
@@ -412,37 +412,6 @@ def format_table(rows, p, kmin, kmax):
     return "\n".join(lines)
 
 
-def plot_spectrum(sp, path, dpi=90):
-    """Log-log plot of mu_k (even k filled, odd k open; values under 100 x floor omitted) with k^-p and
-    k^-(p+2) guides; written to ``path`` (PNG)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for i, kd in enumerate(sp.kernels):
-        mu, fl = sp.mu[kd.label], sp.floor[kd.label]
-        for par, ls in ((0, "-"), (1, "--")):
-            sel = (sp.k >= 1) & (sp.k % 2 == par) & (mu > 100 * fl)
-            if sel.any():
-                ax.loglog(sp.k[sel], mu[sel], ls, lw=1.2, color=f"C{i}", marker="." if sel.sum() < 3 else None,
-                          label=f"{kd.label}, {'even' if par == 0 else 'odd'} k")
-    p = sp.p
-    kk = np.array([10.0, float(sp.k[-1])])
-    for name, a, ls in (("ntk", p, (0, (1, 3))), ("kappa1", p + 2, (0, (4, 2, 1, 2)))):
-        ref = next((kd for kd in sp.kernels if kd.name == name and kd.depth == 1), None)
-        if ref is not None and len(sp.k) > 10:
-            ax.loglog(kk, 4 * sp.mu[ref.label][10] * (kk / 10) ** (-a), color="k", ls=ls, lw=0.8,
-                      label=f"k^-{a} (x4)")
-    ax.set_xlabel("degree k")
-    ax.set_ylabel("mu_k")
-    ax.set_title(f"Mercer eigenvalues on S^{p - 1} (p = {p}); vanishing degrees not drawn", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Other activations: the two-layer kernels of serial(Dense(w_std), act, Dense()), through the backend
 # ----------------------------------------------------------------------------------------------------------
@@ -692,7 +661,7 @@ def fit_geometric(k, mu, *, kmin=10, kmax=None, parity="all", floor=None, offset
     return float(np.exp(logr)), float(b), float(np.exp(logc))
 
 
-def _zeros(k, mu, fl):
+def vanishing_degrees(k, mu, fl):
     """(text, k_rel, live parity): the degrees 2 <= k <= k_rel that vanish to rounding (|mu_k| < 100 floor),
     k_rel the largest resolved degree, and the parity to fit ('even', 'odd' or 'all')."""
     zero = np.abs(mu) < 100.0 * fl
@@ -721,7 +690,7 @@ def activation_table(sp, window=(20, 40), kmin=None, geo_kmin=10):
     rows = []
     for kd in sp.kernels:
         mu, fl = sp.mu[kd.label], sp.floor[kd.label]
-        zeros, k_rel, live = _zeros(sp.k, mu, fl)
+        zeros, k_rel, live = vanishing_degrees(sp.k, mu, fl)
         text, model, value = activation_theory(kd.layer, sp.p, kd.kind, kd.w_std)
         row = {"activation": kd.label, "kappa(1)": kd.value_at_one(), "zeros": zeros, "k_rel": k_rel,
                "parity": live, "theory": text, "theory_model": model, "theory_value": value}
@@ -762,117 +731,3 @@ def format_activation_table(rows, p, kind="ntk", w_std=2 ** 0.5, window=(20, 40)
                      f"{num(r['a_window'], 9, '.3f')} {num(r['a_tail'], 10, '.3f')} {num(r['r'], 7, '.3f')} "
                      f"{num(r['b'], 7, '.2f')}  {r['theory']}")
     return "\n".join(lines)
-
-
-def plot_activation_spectrum(sp, path, dpi=90, klin=80):
-    """Two panels of the eigenvalues of an :func:`activation_spectrum` (non-vanishing parity, values under
-    100 x floor omitted): log-log (power laws are lines; k^-p guide) and log-linear up to k = ``klin``
-    (geometric decay is a line); PNG at ``path``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.5, 4.4))
-    for i, kd in enumerate(sp.kernels):
-        mu, fl = sp.mu[kd.label], sp.floor[kd.label]
-        _, _, live = _zeros(sp.k, mu, fl)
-        sel = (sp.k >= 1) & (mu > 100 * fl)
-        if live != "all":
-            sel &= sp.k % 2 == (0 if live == "even" else 1)
-        lab = f"{kd.label} ({live} k)" if live != "all" else kd.label
-        a1.loglog(sp.k[sel], mu[sel], "-", lw=1.3, color=f"C{i}", marker="." if sel.sum() < 3 else None, label=lab)
-        s2 = sel & (sp.k <= klin)
-        a2.semilogy(sp.k[s2], mu[s2], ".-", lw=1.0, ms=4, color=f"C{i}", label=lab)
-    p = sp.p
-    if len(sp.k) > 10:
-        relu = next((kd for kd in sp.kernels if kd.label == "relu"), None)
-        base = sp.mu[relu.label][10] if relu is not None else 1e-3
-        kk = np.array([10.0, float(sp.k[-1])])
-        a1.loglog(kk, 10 * base * (kk / 10) ** (-p), color="k", ls=(0, (1, 3)), lw=0.8, label=f"k^-{p} (x10)")
-    what = "NTK" if getattr(sp, "kind", "ntk") == "ntk" else "NNGP"
-    for ax, xl in ((a1, "degree k (log)"), (a2, "degree k")):
-        ax.set_xlabel(xl)
-        ax.set_ylabel("mu_k")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7.5)
-    a1.set_title(f"two-layer {what} on S^{p - 1} (p = {p}): log-log", fontsize=10)
-    a2.set_title(f"same, log-linear (geometric decay = straight line)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
-# ----------------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------------
-
-def register_cli(sub):
-    p = sub.add_parser("spectrum", help="Mercer eigenvalues of ReLU dot-product kernels on the sphere (Prop. 5)",
-                       description="Mercer eigenvalues mu_k of kappa0, kappa1, the two-layer ReLU NTK and deeper "
-                                   "fc NTK/NNGP kernels on S^{p-1} (Funk-Hecke, Gauss-Legendre in the angle); "
-                                   "prints decay fits and parity zeros, writes a log-log plot.")
-    p.add_argument("--p", type=int, default=3, help="ambient dimension p >= 2 (sphere S^{p-1}; default 3)")
-    p.add_argument("--kmax", type=int, default=200, help="largest degree k (default 200)")
-    p.add_argument("--kmin", type=int, default=None, help="smallest k in the decay fits (default kmax/10, >= 10)")
-    p.add_argument("--depth", type=int, default=3, help="depth of the deeper fc NTK/NNGP shown (default 3)")
-    p.add_argument("--out", default="spectrum.png", help="PNG path of the plot (default spectrum.png); checked "
-                                                         "before any work")
-    p.add_argument("--activation", default=None,
-                   help="comma-separated activations among " + ", ".join(ACTIVATION_NAMES) + " (relu2 = "
-                        "RectifiedMonomial(2), leaky = LeakyRelu(0.1)): show instead the two-layer kernel of "
-                        "serial(Dense(W_STD), act, Dense()) for each, computed by ntkfast.gram (default: the "
-                        "closed-form ReLU kernels above)")
-    p.add_argument("--kind", choices=("ntk", "nngp"), default="ntk",
-                   help="with --activation: the two-layer NTK (default) or NNGP")
-    p.add_argument("--w-std", type=float, default=2 ** 0.5,
-                   help="with --activation: W_std of the first Dense, the pre-activation standard deviation "
-                        "(default sqrt(2), as presets.fc; 1 gives t E[phi' phi'] + E[phi phi] at unit variance)")
-    p.add_argument("--window", default="20,40",
-                   help="with --activation: degrees 'lo,hi' of the first power-law fit (default 20,40)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="with --activation: device of the kernel evaluations (default auto)")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args):
-    _int_arg(args.p, "--p", 2)
-    _int_arg(args.kmax, "--kmax", 20)
-    _int_arg(args.depth, "--depth", 1)
-    from ..cli.core import check_out_option
-    check_out_option(args.out, None, "--out", (".png",), gram=False)
-    if args.activation is not None:
-        return _cli_activation(args)
-    kernels = [("kappa0", 1), ("kappa1", 1), ("ntk", 1)]
-    if args.depth > 1:
-        kernels += [("ntk", args.depth), ("nngp", args.depth)]
-    sp = spectrum(args.p, args.kmax, kernels)
-    kmin = args.kmin or max(10, args.kmax // 10)
-    print(format_table(spectrum_table(sp, kmin), args.p, kmin, args.kmax))
-    print(f"first eigenvalues (k = 0..8):")
-    for kd in sp.kernels:
-        print(f"  {kd.label:<22} " + " ".join(f"{m:.3e}" for m in sp.mu[kd.label][:9]))
-    plot_spectrum(sp, args.out)
-    print(f"plot written to {args.out}")
-    return 0
-
-
-def _cli_activation(args):
-    names = parse_activations(args.activation, "--activation")
-    try:
-        lo, hi = (int(v) for v in args.window.split(","))
-    except ValueError:
-        raise ValueError(f"--window must be 'lo,hi' (two ints); got {args.window!r}") from None
-    if not 1 <= lo < hi <= args.kmax:
-        raise ValueError(f"--window must satisfy 1 <= lo < hi <= --kmax ({args.kmax}); got {args.window!r}")
-    if not (0 < args.w_std < np.inf):
-        raise ValueError(f"--w-std must be a positive finite number; got {args.w_std}")
-    kmin = args.kmin or max(10, args.kmax // 10)
-    sp = activation_spectrum(names, args.p, args.kmax, kind=args.kind, w_std=args.w_std, device=args.device)
-    rows = activation_table(sp, (lo, hi), kmin)
-    print(format_activation_table(rows, args.p, args.kind, args.w_std, (lo, hi), kmin, args.kmax))
-    print("first eigenvalues (k = 0..8):")
-    for kd in sp.kernels:
-        print(f"  {kd.label:<10} " + " ".join(f"{m:.3e}" for m in sp.mu[kd.label][:9]))
-    plot_activation_spectrum(sp, args.out)
-    print(f"plot written to {args.out}")
-    return 0

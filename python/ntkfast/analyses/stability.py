@@ -31,7 +31,7 @@ from ..kernel.inputs import Kernels
 
 __all__ = ["random_field", "warp", "tangent_deform", "translate", "random_shift", "deform", "self_kernels",
            "relative_distances", "paired_distances", "to_mnist_size", "fig1", "Fig1Result", "fig1_table",
-           "plot_fig1", "PAPER_ALPHA1", "register_cli"]
+           "PAPER_ALPHA1"]
 
 # Bietti & Mairal's poster, read at alpha = 1 (CKN, NTK).
 PAPER_ALPHA1 = {"deformations": (0.022, 0.046), "same label": (0.19, 0.23), "any label": (0.25, 0.305)}
@@ -395,100 +395,3 @@ def fig1_table(res, paper=True):
             ps = f"{pc[0]:6.3f} {pc[1]:6.3f} {pc[1] / pc[0]:7.2f}" if pc else f"{'-':>6} {'-':>6} {'-':>7}"
             lines.append(f"{name:<18} |          {c:6.3f} {t:6.3f} {t / c:7.2f} |               {ps}")
     return "\n".join(lines)
-
-
-def plot_fig1(res, path, title=None, dpi=90):
-    """Two panels (CKN, NTK): mean relative distance vs alpha for deformations and deformations plus
-    translations (bands: +- one std), with the same-label and any-label levels; written to ``path``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), sharey=True)
-    top = 1.15 * max(res.any_label.max(), res.deform_shift.max())
-    for j, (ax, name) in enumerate(zip(axes, ("CKN (NNGP)", "NTK"))):
-        for m, s, lab, c in ((res.deform, res.deform_std, "deformations", "C0"),
-                             (res.deform_shift, res.deform_shift_std, "deformations + translations", "C1")):
-            ax.plot(res.alphas, m[j], "o-", ms=3, color=c, label=lab)
-            ax.fill_between(res.alphas, m[j] - s[j], m[j] + s[j], color=c, alpha=0.15, lw=0)
-        ax.axhline(res.same_label[j], color="C2", ls="--", label="same label")
-        ax.axhline(res.any_label[j], color="C3", ls=":", label="any label")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("deformation amplitude alpha (pixels)")
-        ax.set_ylim(0, top)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("mean relative distance")
-    axes[0].legend(fontsize=7, loc="upper left")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
-# ----------------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------------
-
-def register_cli(sub):
-    p = sub.add_parser("stability", help="stability to deformations in CKN and NTK feature spaces (Fig. 1)",
-                       description="Bietti & Mairal's Fig. 1: mean relative feature-space distance of reference "
-                                   "digits to their deformations, deformations plus translations (vs alpha), "
-                                   "and digits of the same label and of any label; CKN (NNGP) and NTK panels.")
-    p.add_argument("--data", default=None,
-                   help="MNIST IDX directory, .npy/.npz file, or 'digits' (default: the embedded 8x8 digits, "
-                        "upsampled to 20x20 and padded to 28x28)")
-    p.add_argument("--arch", default="bietti_mairal", help="preset name (default bietti_mairal)")
-    p.add_argument("--alphas", default="0,0.25,0.5,0.75,1,1.5,2,2.5,3",
-                   help="comma-separated deformation amplitudes in pixels (default 0,0.25,...,3)")
-    p.add_argument("--n-ref", type=int, default=3, help="reference digits (default 3)")
-    p.add_argument("--n-deform", type=int, default=5, help="deformations per reference and alpha (default 5)")
-    p.add_argument("--n-compare", type=int, default=100, help="comparison digits (default 100)")
-    p.add_argument("--method", choices=("warp", "tangent"), default="warp",
-                   help="interpolated warp x(u - tau(u)) or first-order tangent deformation (default warp)")
-    p.add_argument("--smoothness", type=float, default=4.0, help="displacement field smoothness, pixels (default 4)")
-    p.add_argument("--max-shift", type=int, default=2, help="largest translation per axis, pixels (default 2)")
-    p.add_argument("--normalize", choices=("none", "center_scale"), default="center_scale",
-                   help="per-image preprocessing after each transformation (default center_scale)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="default float64")
-    p.add_argument("--out", default="stability.png", help="PNG path of the plot (default stability.png); checked "
-                                                          "before any work")
-    p.add_argument("--progress", action="store_true", help="show a progress bar (on stderr)")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args):
-    import time
-    from .. import data as D
-    from ..kernel import presets
-    from ..cli.core import check_out_option
-    check_out_option(args.out, None, "--out", (".png",), gram=False)
-    try:
-        alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
-    except ValueError:
-        raise ValueError(f"--alphas must be comma-separated numbers; got {args.alphas!r}") from None
-    arch = presets.by_name(args.arch)
-    X, y = D.load(args.data)
-    if y is None:
-        raise ValueError("stability needs labels: give an IDX directory or an .npz with labels")
-    note = ""
-    if X.shape[1:3] == (8, 8):
-        X = to_mnist_size(X)
-        note = " (8x8 digits upsampled to 20x20, padded to 28x28)"
-    t0 = time.perf_counter()
-    res = fig1(X, y, arch=arch, alphas=alphas, n_ref=args.n_ref, n_deform=args.n_deform,
-               n_compare=args.n_compare, method=args.method, smoothness=args.smoothness,
-               max_shift=args.max_shift, normalize=args.normalize, seed=args.seed, device=args.device,
-               dtype=args.dtype, progress=args.progress)
-    dt = time.perf_counter() - t0
-    src = args.data or D.DEFAULT_NAME
-    print(f"ntkfast stability: arch={args.arch} data={src}{note} method={args.method} "
-          f"smoothness={args.smoothness} max_shift={args.max_shift} normalize={args.normalize}\n"
-          f"  n_ref={args.n_ref} n_deform={args.n_deform} n_compare={args.n_compare} seed={args.seed} "
-          f"dtype={args.dtype} ({dt:.1f} s)")
-    print(fig1_table(res))
-    plot_fig1(res, args.out, title=f"{args.arch} on {src}{note}, {args.method} deformations")
-    print(f"plot written to {args.out}")
-    return 0

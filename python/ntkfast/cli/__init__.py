@@ -1,9 +1,9 @@
 """The ``ntkfast`` command line.
 
-Each subcommand lives beside the library code it drives: a module listed in ``_COMMAND_MODULES`` exposes
-``register_cli(subparsers)``, which adds its parser and sets ``func`` (called with the parsed args; its
-return value is the exit code). Modules keep heavy imports inside their functions so that ``--help`` is
-fast.
+Each subcommand is a module of this package that exposes ``register_cli(subparsers)``, which adds its parser
+and sets ``func`` (called with the parsed args; its return value is the exit code). The modules parse and
+check options, call the library (kernel, learning, analyses) and print; :mod:`.common` holds what they
+share. The library itself imports neither argparse nor matplotlib.
 """
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import sys
 
 # Order here is the order in `ntkfast --help`.
 _COMMAND_MODULES = (
-    "ntkfast.cli.core",      # info, gram, bench
-    "ntkfast.learning.krr",           # krr
-    "ntkfast.analyses.taylor.model",        # taylor
-    "ntkfast.analyses.stability",     # stability (Bietti & Mairal Fig. 1)
-    "ntkfast.analyses.spectrum",      # spectrum (Mercer eigenvalues on the sphere)
-    "ntkfast.analyses.smoothness",    # smoothness (Hölder 1/2 of the NTK)
-    "ntkfast.analyses.dynamics",      # dynamics (training dynamics of the infinite network, spectral bias)
+    "ntkfast.cli.core",        # info, gram, bench
+    "ntkfast.cli.krr",         # krr
+    "ntkfast.cli.taylor",      # taylor
+    "ntkfast.cli.stability",   # stability (Bietti & Mairal Fig. 1)
+    "ntkfast.cli.spectrum",    # spectrum (Mercer eigenvalues on the sphere)
+    "ntkfast.cli.smoothness",  # smoothness (Hölder 1/2 of the NTK)
+    "ntkfast.cli.dynamics",    # dynamics (training dynamics of the infinite network, spectral bias)
 )
 
 
