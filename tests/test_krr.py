@@ -177,7 +177,7 @@ def test_bad_input_errors():
         krr.select_ridge(K, Y, [0.1], cv="kfold")
     with pytest.raises(ValueError, match="folds must be between 2 and N = 6; got 7"):
         krr.kfold_predictions(K, Y, 0.1, folds=7)
-    with pytest.raises(ValueError, match="device must be 'auto', 'cpu' or 'cuda'; got 'gpu'"):
+    with pytest.raises(ValueError, match=r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' \(N a GPU index\); got 'gpu'"):
         krr.solve(K, Y, 0.1, device="gpu")
     with pytest.raises(ValueError, match=r"labels contain values not in classes \[0, 1\]: \[2\]"):
         krr.one_hot([0, 2], classes=[0, 1])

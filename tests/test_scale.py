@@ -129,14 +129,14 @@ def test_sigkill_then_resume_is_bitwise_and_recomputes_nothing(digits, tmp_path,
     assert 25 <= len(markers) < n_tiles
 
     computed = []
-    real = gram_module._compute_tile
+    real = gram_module.compute_tile
 
     def counting(prog, X_, Yv, sx, sy, bounds, *a):
         computed.append(bounds)
         return real(prog, X_, Yv, sx, sy, bounds, *a)
-    monkeypatch.setattr(gram_module, "_compute_tile", counting)
+    monkeypatch.setattr(gram_module, "compute_tile", counting)
     k = nf.gram(X, arch=nf.presets.by_name("gap3"), out=store)      # same arguments; tile taken from the store
-    monkeypatch.setattr(gram_module, "_compute_tile", real)
+    monkeypatch.setattr(gram_module, "compute_tile", real)
 
     done_names = {f"{i0 // 16}_{j0 // 16}" for (i0, _), (j0, _) in computed}
     assert len(computed) == n_tiles - len(markers)

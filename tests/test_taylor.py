@@ -386,7 +386,7 @@ def test_bad_inputs_name_argument_expectation_and_value():
         net.taylor_term(X, np.zeros((6, 4)), 4)
     with pytest.raises(ValueError, match=r"reg must be a finite number >= 0.0; got -1"):
         T.regularizer(np.zeros((2, 2)), -1)
-    with pytest.raises(ValueError, match=r"device must be one of 'auto', 'cpu', 'cuda'; got 'tpu'"):
+    with pytest.raises(ValueError, match=r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' \(N a GPU index\); got 'tpu'"):
         T.TaylorModel("quadratic", device="tpu")
     with pytest.raises(ValueError, match=r"ridges must be a non-empty sequence of relative ridges >= 0; got \(\)"):
         T.TaylorModel("ntk", ridges=())
@@ -404,7 +404,7 @@ def test_cuda_request_without_cupy_says_why():
         pytest.skip("cupy is installed")
     except ImportError:
         pass
-    from ntkfast.analyses.taylor.model import array_module
+    from ntkfast.device import array_module
     with pytest.raises(RuntimeError, match=r"device='cuda' needs cupy.*pip install 'ntkfast\[gpu\]'"):
         array_module("cuda")
     assert array_module("auto") is np

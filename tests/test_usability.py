@@ -22,7 +22,7 @@ def _no_tiles(monkeypatch):
     """Make any tile computation fail: a check that raises first did so before any work."""
     def boom(*a, **k):
         raise AssertionError("a tile was computed")
-    monkeypatch.setattr(gram_module, "_compute_tile", boom)
+    monkeypatch.setattr(gram_module, "compute_tile", boom)
 
 
 @pytest.mark.parametrize("shape", [(3, 1, 28, 28), (3, 3, 32, 32)])
@@ -265,14 +265,14 @@ def test_resume_refusal_names_custom_nets_briefly(tmp_path):
 
 def test_interrupt_keeps_tiles_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "g.zarr")
-    real, calls = gram_module._compute_tile, []
+    real, calls = gram_module.compute_tile, []
 
     def interrupted(*a, **k):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*a, **k)
-    monkeypatch.setattr(gram_module, "_compute_tile", interrupted)
+    monkeypatch.setattr(gram_module, "compute_tile", interrupted)
     assert main(["gram", "--arch", "gap1", "-n", "20", "--out", out, "--tile", "8"]) == 130
     err = capsys.readouterr().err
     assert "interrupted; the 2 of 6 tiles finished are kept in" in err and "run the same command again" in err
@@ -281,7 +281,7 @@ def test_interrupt_keeps_tiles_and_says_how_to_resume(tmp_path, monkeypatch, cap
         nf.gram(X8, arch=GAP, out=str(tmp_path / "h.zarr"), tile=1)
     if hasattr(e.value, "__notes__"):
         assert "the same call (or command) resumes" in e.value.__notes__[0]
-    monkeypatch.setattr(gram_module, "_compute_tile", real)
+    monkeypatch.setattr(gram_module, "compute_tile", real)
     assert main(["gram", "--arch", "gap1", "-n", "20", "--out", out]) == 0
     assert "4 of 6 tiles of 8 images (2 already done)" in capsys.readouterr().out
 

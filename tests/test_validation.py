@@ -64,7 +64,7 @@ def test_arch_does_not_fit_image(arch, shape, match):
     (dict(X=X * 1e300), ValueError, r"X overflows float32"),
     (dict(X=X, kind="cntk"), ValueError, r"kind must be None \(both\), 'nngp' or 'ntk'; got 'cntk'"),
     (dict(X=X, dtype="float16"), TypeError, r"dtype must be 'float32' or 'float64'; got 'float16'"),
-    (dict(X=X, device="tpu"), ValueError, r"device must be 'auto', 'cpu' or 'cuda'; got 'tpu'"),
+    (dict(X=X, device="tpu"), ValueError, r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' \(N a GPU index\); got 'tpu'"),
     (dict(X=X, tile=0), ValueError, r"tile must be a positive int .*; got 0"),
     (dict(X=X, arch="gap5"), TypeError, r"arch must be an ntkfast architecture .*; got str"),
     (dict(X=X, out=np.zeros((2, 2))), TypeError, r"out must be ntkfast.Kernels"),

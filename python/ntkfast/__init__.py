@@ -23,10 +23,10 @@ from . import _aliases
 
 _aliases.install()
 
-from .kernel.arch import (ABRelu, Abs, Arch, AvgPool, Conv, Cos, Dense, Erf, FanInSum, FanOut, Flatten,  # noqa: E402,F401
-                          GaussianPool, Gelu, GlobalAvgPool, GlobalSumPool, Hermite, Identity, Layer, LayerNorm,
-                          LeakyRelu, Monomial, Parallel, Polynomial, RectifiedMonomial, ReLU, Sign, Sin, SumPool,
-                          parallel, serial)
+from .kernel.arch import (ABRelu, Abs, Arch, AvgPool, Conv, Cos, Dense, Erf, FanInSum, FanOut,  # noqa: E402,F401
+                          Flatten, GaussianPool, Gelu, GlobalAvgPool, GlobalSumPool, Hermite, Identity, Layer,
+                          LayerNorm, LeakyRelu, Monomial, Parallel, Polynomial, RectifiedMonomial, ReLU, Sign, Sin,
+                          SumPool, parallel, serial)
 from .kernel.inputs import Kernels  # noqa: E402,F401
 from .kernel import presets, reference  # noqa: E402,F401
 from .kernel.tiled import gram  # noqa: E402,F401

@@ -4,7 +4,10 @@ from __future__ import annotations
 import functools
 import os
 
-__all__ = ["show_config", "build_info", "cuda_usable"]
+__all__ = ["show_config", "build_info", "cuda_usable", "cuda_device_usable", "cuda_disabled"]
+
+#: Set to 1 to hide every GPU from ntkfast (the compiled backend and cupy alike; see :mod:`ntkfast.device`).
+DISABLE_ENV = "NTKFAST_DISABLE_CUDA"
 
 
 def build_info():
@@ -20,14 +23,34 @@ def _cuda_status():
     return dict(_core.cuda_status())
 
 
+def cuda_disabled():
+    """True when NTKFAST_DISABLE_CUDA=1 hides every GPU."""
+    return os.environ.get(DISABLE_ENV) == "1"
+
+
 def cuda_usable():
-    """(usable, reason): whether device='cuda' can run now. NTKFAST_DISABLE_CUDA=1 hides every GPU."""
-    if os.environ.get("NTKFAST_DISABLE_CUDA") == "1":
-        return False, "disabled by NTKFAST_DISABLE_CUDA=1"
+    """(usable, reason): whether the compiled backend can run device='cuda' now. NTKFAST_DISABLE_CUDA=1 hides
+    every GPU."""
+    if cuda_disabled():
+        return False, f"disabled by {DISABLE_ENV}=1"
     if not build_info()["cuda_compiled"]:
         return False, "not compiled in (this build has no CUDA backend: NTKFAST_CUDA=OFF or no nvcc at build time)"
     st = _cuda_status()
     return bool(st["usable"]), st["reason"] or "usable"
+
+
+def cuda_device_usable(n):
+    """(usable, reason) of GPU ``n`` for the compiled backend (a build for its architecture, a driver)."""
+    usable, reason = cuda_usable()
+    if not usable:
+        return False, reason
+    st = _cuda_status()
+    count = int(st["device_count"])
+    if not 0 <= n < count:
+        return False, f"there are {count} GPU(s) (indices 0..{count - 1})"
+    per = st.get("device_usable") or [True] * count
+    why = st.get("device_reason") or [""] * count
+    return (True, "usable") if per[n] else (False, why[n] or "not usable")
 
 
 def show_config(file=None):

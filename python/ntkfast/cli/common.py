@@ -2,9 +2,26 @@
 the interrupt hint of a resumable store, output-path checks and image loading."""
 from __future__ import annotations
 
+import argparse
 import os
 
+from .. import device as D
 from ..kernel.inputs import to_nhwc
+
+
+def device_option(text):
+    """argparse type of the --device options: 'auto', 'cpu', 'cuda' or 'cuda:N' (:mod:`ntkfast.device`)."""
+    try:
+        return D.check(text, "--device")
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_device_arg(p, default="auto", help=None):
+    """The --device option, as every subcommand that computes kernels has it."""
+    p.add_argument("--device", type=device_option, default=default, metavar="auto|cpu|cuda[:N]",
+                   help=help or f"where the kernels are computed: auto (a usable GPU, else the CPU), cpu, cuda or "
+                                f"cuda:N (default {default})")
 
 def add_data_args(p):
     p.add_argument("--data", default=None,
@@ -19,7 +36,7 @@ def add_data_args(p):
 
 
 def add_compute_args(p, progress=True):
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
+    add_device_arg(p)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
     p.add_argument("--tile", type=int, default=None, help="images per tile side (default: per device)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")

@@ -107,7 +107,7 @@ def _gram(args):
     print(f"  memory   : model {job.estimate.total / 1e6:.1f} MB"
           + (f" of a {job.budget / 1e6:.1f} MB budget" if job.budget else ""), flush=True)
     pairs = job.pending_pairs
-    print_plan(job, "tiles", estimate=job.device in ("cpu", "cuda"))  # Dask with 'auto': devices of the workers
+    print_plan(job, "tiles", estimate=job.device != "auto")  # Dask with 'auto': devices of the workers
     if job.complete:
         return 0
     t1 = time.perf_counter()

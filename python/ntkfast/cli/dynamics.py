@@ -6,6 +6,8 @@ import time
 
 from ..analyses.dynamics import _int, format_degree_table, format_mnist_table, jsonable, mnist_study, sphere_study
 from ..analyses.plots import plot_dynamics_study
+from .common import add_device_arg
+
 
 def register_cli(sub):
     """Add the ``dynamics`` subcommand (see :mod:`ntkfast.cli`)."""
@@ -32,8 +34,8 @@ def register_cli(sub):
     p.add_argument("--test", type=int, default=100, help="MNIST test images (last of t10k; default 100)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="dtype of the MNIST Grams (default float32; the dynamics always run in float64)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
-                   help="where the MNIST Grams are computed (default cpu)")
+    add_device_arg(p, default="cpu", help="where the MNIST Grams are computed: auto, cpu, cuda or cuda:N (default "
+                                        "cpu)")
     p.add_argument("--gram-cache", default=None, metavar="PATH.npz",
                    help="keep the MNIST Grams in this .npz file: read when it holds the same split and dtype, "
                         "else computed and written")

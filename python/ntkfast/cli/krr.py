@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import prepare_images
+from ..device import backend
 from ..learning.krr import DEFAULT_RIDGES, KRR, _check_ridges, one_hot
+
 
 _DEFAULT_ARCH = "gap5"
 _DIGITS_TEST = 500          # embedded digits: the last 500 are the test set, the first 1297 train
@@ -115,7 +117,7 @@ def _cli_krr(args):
 
     from .. import data as D
     from .common import (check_compute_args, check_out_option, print_plan, resume_hint)
-    from ..kernel.tiled import prepare, resolve_device
+    from ..kernel.tiled import prepare
     from ..kernel.inputs import to_nhwc
     from ..storage.memory import parse_bytes
     from ..kernel.presets import by_name
@@ -141,7 +143,7 @@ def _cli_krr(args):
             parse_bytes(args.memory_budget, "--memory-budget")
     elif args.memory_budget is not None:
         raise ValueError("--memory-budget applies with --gram-store; pass both or neither")
-    device = resolve_device(args.device)
+    device = backend(args.device, "--device")
 
     def load(src, option):
         X, y = D.load(src) if src is None or src == D.DEFAULT_NAME or not _is_dir(src) else \

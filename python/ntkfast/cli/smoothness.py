@@ -5,6 +5,8 @@ import numpy as np
 
 from ..analyses.plots import plot_smoothness
 from ..analyses.smoothness import smoothness_experiment, smoothness_table
+from .common import add_device_arg
+
 
 def _default_inputs(data=None, dim=32, seed=0, image=True):
     """(conv image (28, 28, 1) or None without ``image``, fc vector (dim,) on the sphere of radius sqrt(dim))."""
@@ -41,7 +43,7 @@ def register_cli(sub):
     p.add_argument("--dmax", type=float, default=1e-3, help="largest delta used in the slope fits (default 1e-3)")
     p.add_argument("--n-dirs", type=int, default=2, help="random directions per delta (default 2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device_arg(p)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="default float64")
     p.add_argument("--out", default="smoothness.png", help="PNG path of the plot (default smoothness.png); "
                                                            "checked before any work")

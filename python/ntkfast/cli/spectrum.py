@@ -6,6 +6,8 @@ import numpy as np
 from ..analyses.plots import plot_activation_spectrum, plot_spectrum
 from ..analyses.spectrum import (ACTIVATION_NAMES, _int_arg, activation_spectrum, activation_table, format_activation_table,
                                 format_table, parse_activations, spectrum, spectrum_table)
+from .common import add_device_arg
+
 
 def register_cli(sub):
     p = sub.add_parser("spectrum", help="Mercer eigenvalues of ReLU dot-product kernels on the sphere (Prop. 5)",
@@ -30,8 +32,8 @@ def register_cli(sub):
                         "(default sqrt(2), as presets.fc; 1 gives t E[phi' phi'] + E[phi phi] at unit variance)")
     p.add_argument("--window", default="20,40",
                    help="with --activation: degrees 'lo,hi' of the first power-law fit (default 20,40)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="with --activation: device of the kernel evaluations (default auto)")
+    add_device_arg(p, help="with --activation: where the kernels are evaluated: auto, cpu, cuda or cuda:N "
+                           "(default auto)")
     p.set_defaults(func=_cli)
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from ..analyses.plots import plot_fig1
 from ..analyses.stability import fig1, fig1_table, to_mnist_size
+from .common import add_device_arg
+
 
 def register_cli(sub):
     p = sub.add_parser("stability", help="stability to deformations in CKN and NTK feature spaces (Fig. 1)",
@@ -25,7 +27,7 @@ def register_cli(sub):
     p.add_argument("--normalize", choices=("none", "center_scale"), default="center_scale",
                    help="per-image preprocessing after each transformation (default center_scale)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device_arg(p)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="default float64")
     p.add_argument("--out", default="stability.png", help="PNG path of the plot (default stability.png); checked "
                                                           "before any work")

@@ -8,6 +8,7 @@ from ..analyses.plots import plot_taylor_study
 from ..analyses.taylor import ACTIVATIONS, MODELS, Study, fit_exponents, format_table, run_study
 from ..analyses.taylor.model import _choice, _float, _int, _seed
 
+
 _QUICK = dict(dims=[8, 16], p=[2], r=[1], models=["quadratic", "randomized", "linearized", "ntk"],
               ns=[4, 8, 16, 32, 64, 128, 256, 512], width=200, steps=600)
 

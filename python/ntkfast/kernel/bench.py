@@ -6,7 +6,8 @@ import time
 import numpy as np
 
 from . import presets
-from .tiled import gram, resolve_device
+from .. import device as D
+from .tiled import gram
 
 __all__ = ["WORKLOADS", "bench_workload"]
 
@@ -26,7 +27,7 @@ def bench_workload(name, device="auto", dtype="float32", seconds=3.0, tile=None,
         raise ValueError(f"unknown workload {name!r}; expected one of {sorted(WORKLOADS)}")
     arch_name, shape = WORKLOADS[name]
     arch = presets.by_name(arch_name)
-    dev = resolve_device(device)
+    dev = D.backend(device)
     rng = np.random.default_rng(0)
     n = 4
     while True:

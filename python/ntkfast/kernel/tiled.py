@@ -18,10 +18,10 @@ import time
 import numpy as np
 
 from .inputs import check_arch, check_dtype, check_inputs, check_kind, check_layout, row_scales
+from .. import device as D
 from ..progress import PairProgress, check_progress, label_of
-from .. import config
 
-__all__ = ["gram", "prepare", "GramJob", "compile_program", "resolve_device", "tiles"]
+__all__ = ["gram", "prepare", "GramJob", "compile_program", "compute_tile", "tiles", "save_npz"]
 
 DEFAULT_TILE = {"cpu": 256, "cuda": 2048}
 
@@ -29,19 +29,6 @@ DEFAULT_TILE = {"cpu": 256, "cuda": 2048}
 def compile_program(arch, input_shape):
     """The compiled program of ``arch`` for one input's shape (cached; see :meth:`ntkfast.Arch.plan`)."""
     return check_arch(arch).plan(input_shape).program
-
-
-def resolve_device(device):
-    """'auto' -> 'cuda' when a GPU is usable with this build, else 'cpu'; 'cuda' without one raises
-    RuntimeError with the reason."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
-    if device == "cpu":
-        return "cpu"
-    usable, reason = config.cuda_usable()
-    if device == "cuda" and not usable:
-        raise RuntimeError(f"device='cuda' requested but no GPU is usable: {reason}")
-    return "cuda" if usable else "cpu"
 
 
 def _check_tile(tile):
@@ -73,7 +60,8 @@ def gram(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=Non
         comes from the self recursion).
     arch : ntkfast.Arch (``ntkfast.serial(...)`` or ``ntkfast.presets``).
     kind : None (both kernels, returned as ``Kernels(nngp, ntk)``), 'nngp' or 'ntk' (one array).
-    device : 'auto' (a usable GPU, else the CPU), 'cpu' or 'cuda' (an error saying why if none is usable).
+    device : 'auto' (a usable GPU, else the CPU), 'cpu', 'cuda' or 'cuda:N' (GPU N); 'cuda' without a usable
+        GPU is an error saying why (:mod:`ntkfast.device`).
     dtype : 'float32' (default) or 'float64': the arithmetic of the recursion and of the result; sums over
         positions are accumulated in float64 either way. The recursion works with about |x|^4, so float32 is
         accurate for rows whose largest |entry| is in [2^-24, 2^24] (``inputs.safe_range``). Outside it, a
@@ -198,8 +186,9 @@ class GramJob:
     def self_data(self):
         from .. import _core
         prog = self.program()
-        sx = _core.self_data(prog, self.X, self.device, self.threads)
-        sy = sx if self.symmetric else _core.self_data(prog, self.Y, self.device, self.threads)
+        dev = D.core_name(self.device)
+        sx = _core.self_data(prog, self.X, dev, self.threads)
+        sy = sx if self.symmetric else _core.self_data(prog, self.Y, dev, self.threads)
         return sx, sy
 
     @property
@@ -230,8 +219,8 @@ class GramJob:
         count = 0
         try:
             for (a, b), bounds in list(self.pending):
-                res = _compute_tile(prog, self.X, Yv, sx, sy, bounds, self.symmetric, self.names, self.device,
-                                    self.threads, self.scales, session)
+                res = compute_tile(prog, self.X, Yv, sx, sy, bounds, self.symmetric, self.names, self.device,
+                                   self.threads, self.scales, session)
                 self.store.write_tile(bounds, res, mirror=self.symmetric and a != b)
                 self.store.mark(a, b, bounds)
                 del res                       # one tile in flight: free it before the next is computed
@@ -264,10 +253,11 @@ class GramJob:
         side = min(16, cap)
         while True:
             xa, yb = self.X[:side], Yv[:side]
-            sx = _core.self_data(prog, xa, self.device, self.threads)
-            sy = _core.self_data(prog, yb, self.device, self.threads)
+            dev = D.core_name(self.device)
+            sx = _core.self_data(prog, xa, dev, self.threads)
+            sy = _core.self_data(prog, yb, dev, self.threads)
             t1 = time.perf_counter()
-            _core.gram_tile(prog, xa, yb, sx, sy, False, "nngp" in self.names, "ntk" in self.names, self.device,
+            _core.gram_tile(prog, xa, yb, sx, sy, False, "nngp" in self.names, "ntk" in self.names, dev,
                             self.threads)
             dt = time.perf_counter() - t1
             if dt >= target_s or side >= cap:
@@ -290,7 +280,7 @@ def progress_bar(job, progress=True):
                         len(job.tiles) - len(job.pending), desc=label_of(progress, "gram"))
 
 
-def _compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, device, threads, scales=None, session=None):
+def compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, device, threads, scales=None, session=None):
     """One tile's results {name: (i1-i0, j1-j0) array}; a diagonal tile of a symmetric Gram is symmetric.
 
     ``scales``: None, or (ex, ey) power-of-two exponents of the rows of X and Y (see
@@ -303,7 +293,7 @@ def _compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, device, threads
         res = session.tile(i0, i1, j0, j1, "nngp" in names, "ntk" in names)
     else:
         res = _core.gram_tile(prog, X[i0:i1], Yv[j0:j1], sx[i0:i1], sy[j0:j1], diag, "nngp" in names,
-                              "ntk" in names, device, threads)
+                              "ntk" in names, D.core_name(device), threads)
     res = {k: r for k, r in zip(("nngp", "ntk"), res) if r is not None and k in names}
     for k, r in res.items():  # finite inputs give finite kernels unless the arithmetic overflowed: never pass it on
         if not np.isfinite(r).all():
@@ -355,12 +345,8 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
             ey = np.zeros(len(Y), np.int64) if ey is None else ey
             Y = np.ldexp(Y, ey[(slice(None),) + (None,) * (Y.ndim - 1)].astype(np.int32)).astype(dt, copy=False)
             scales = (ex, ey)
-    if resolve:
-        dev = resolve_device(device)
-    elif device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
-    else:
-        dev = device
+    dev = D.backend(device) if resolve else D.check(device)
+    default_tile = DEFAULT_TILE["cuda" if D.is_cuda(dev) else "cpu"]
     input_shape = tuple(plan.input_shape)
     prog = compile_program(arch, input_shape)
     sym = Y is None
@@ -390,13 +376,13 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
         if budget is not None:
             e0 = est(0)
             fixed = e0.total - e0.per_tile
-            cap = max(min(4 * DEFAULT_TILE.get(dev, DEFAULT_TILE['cpu']), max(n, m)), multiple)
+            cap = max(min(4 * default_tile, max(n, m)), multiple)
             tile = M.choose_tile(budget, fixed, kinds, isz, store.kind, cap, multiple, prog)
             if tile is None:
                 e1 = est(multiple)
                 raise MemoryError(_budget_message(budget, e1.total, e1, store.kind, multiple))
         else:
-            tile = max(multiple, DEFAULT_TILE.get(dev, DEFAULT_TILE['cpu']) // multiple * multiple)
+            tile = max(multiple, default_tile // multiple * multiple)
     if chunks and (tile % chunks[0] or tile % chunks[1]):
         raise ValueError(f"tile={tile} must be a multiple of the zarr chunk shape {chunks} of out, so that tiles "
                          "never share a chunk")

@@ -22,8 +22,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from . import krr as _krr
+from .. import device as D
 from ..kernel.arch import Arch
+from ..kernel.inputs import check_dtype
+from . import krr as _krr
 
 __all__ = ["NTKRegressor", "NTKClassifier"]
 
@@ -75,10 +77,8 @@ class _NTKBase(BaseEstimator):
         arch = _resolve_arch(self.arch)
         if self.kind not in ("ntk", "nngp"):
             raise ValueError(f"kind must be 'ntk' or 'nngp'; got {self.kind!r}")
-        if self.dtype not in ("float32", "float64", np.float32, np.float64):
-            raise TypeError(f"dtype must be 'float32' or 'float64'; got {self.dtype!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {self.device!r}")
+        check_dtype(self.dtype)
+        D.check(self.device)
         _krr._check_ridges(self.ridge)
         from ..kernel.inputs import check_layout
         check_layout(self.layout)
@@ -177,7 +177,7 @@ class NTKRegressor(RegressorMixin, _NTKBase):
     layout : None (default), 'NHWC' or 'NCHW': the axis order of 4-d images (and of rows reshaped by
         ``image_shape``: with 'NCHW' a row holds C x H x W values), as in :func:`ntkfast.gram`; None reads
         NHWC and refuses channels-first-looking shapes such as (N, 1, 28, 28).
-    device : 'auto' (default), 'cpu' or 'cuda', for the Gram and the solve.
+    device : 'auto' (default), 'cpu', 'cuda' or 'cuda:N', for the Gram and the solve.
     dtype : 'float32' (default) or 'float64', the Gram's arithmetic; the solve is always float64.
     tile : Gram tile size (None: the backend's default).
     threads : CPU threads for the Gram (None: all).

@@ -18,9 +18,10 @@ Gram of any scale or size. Ridges must be finite and >= 0.
 Precision and devices
 ---------------------
 The Gram may be float32 or float64 (numpy, or cupy on a GPU); the factorization and the solves always run
-in float64. On the CPU they use scipy/numpy. On a GPU they use cupy (imported only when needed): when the
-Gram is a cupy array, or ``device='cuda'``, or ``device='auto'`` with cupy importable and a usable GPU.
-Results come back as numpy arrays, except when the Gram itself was a cupy array.
+in float64. On the CPU they use scipy/numpy. On a GPU they use cupy (imported only when needed), as the
+device policy says (:mod:`ntkfast.device`): when the Gram is a cupy array, or ``device='cuda'`` (or
+'cuda:N'), or ``device='auto'`` with cupy importable and a usable GPU. Results come back as numpy arrays,
+except when the Gram itself was a cupy array.
 
 Ill-conditioned or indefinite input never gives a silent NaN: non-finite, non-square or asymmetric Grams
 are refused (ValueError); negative eigenvalues beyond the rounding level of the Gram's dtype give an
@@ -36,6 +37,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from .. import device as D
 from ..data import prepare_images  # noqa: F401  (its documented path; it lives in ntkfast.data)
 
 __all__ = ["GramEigen", "KRR", "solve", "loo_predictions", "kfold_predictions", "select_ridge", "one_hot",
@@ -67,54 +69,17 @@ minus the mean squared error); mse : float64 (R,) validation mean squared error;
 # devices
 
 
-def _is_cupy(a):
-    return type(a).__module__.split(".")[0] == "cupy"
-
-
-def _import_cupy(reason):
-    try:
-        import cupy
-    except Exception as e:  # ImportError, or a broken CUDA install raising at import
-        raise RuntimeError(f"{reason} needs cupy, which could not be imported ({type(e).__name__}: {e}); "
-                           f"install the GPU extra: pip install 'ntkfast[gpu]'") from None
-    return cupy
-
-
-def _gpu_usable():
-    """cupy importable and at least one CUDA device usable now."""
-    try:
-        import cupy
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
 def _backend(K, device):
-    """Pick the array module for a Gram: returns (xp, K_on_that_device, return_cupy)."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
-    if _is_cupy(K):
-        if device == "cpu":
-            return np, K.get(), False
-        import cupy
-        return cupy, K, True
-    if device == "cuda":
-        cupy = _import_cupy("device='cuda'")
-        try:
-            n = cupy.cuda.runtime.getDeviceCount()
-        except Exception as e:
-            raise RuntimeError(f"device='cuda' but no CUDA device is usable: {e}") from None
-        if n == 0:
-            raise RuntimeError("device='cuda' but no CUDA device is usable (device count 0)")
-        return cupy, K, False
-    if device == "auto" and _gpu_usable():
-        import cupy
-        return cupy, K, False
-    return np, K, False
+    """The array module for a Gram under the device policy (:func:`ntkfast.device.array_module`): returns
+    (xp, K on that device, whether results go back as cupy arrays: when K itself was one)."""
+    xp = D.array_module(device, like=K)
+    if D.is_cupy(K):
+        return (np, K.get(), False) if xp is np else (xp, K, True)
+    return xp, K, False
 
 
-def _to_numpy(a):
-    return a.get() if _is_cupy(a) else a
+_is_cupy = D.is_cupy
+_to_numpy = D.to_numpy
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -224,7 +189,7 @@ class GramEigen:
     K : array (N, N), float32 or float64 (numpy; or cupy, which keeps the work on its GPU).
         Symmetric positive semi-definite. Asymmetry up to ``10 sqrt(eps)`` of the largest entry is
         rounding (it is symmetrized away); more is a ValueError.
-    device : 'auto' (default), 'cpu' or 'cuda'. See the module docstring.
+    device : 'auto' (default), 'cpu', 'cuda' or 'cuda:N'. See the module docstring.
 
     Attributes
     ----------
@@ -236,9 +201,11 @@ class GramEigen:
     min_eigenvalue : float, the smallest eigenvalue before clipping.
     """
 
+    @D.on_device
     def __init__(self, K, *, device="auto"):
         K, eps = _check_gram(K)
         xp, K, self._cupy_out = _backend(K, device)
+        self.device = device
         self._gpu = xp is not np
         self.eps, self.n, self.dtype = eps, int(K.shape[0]), np.dtype(K.dtype)
         K = xp.asarray(K, dtype=xp.float64)
@@ -321,6 +288,7 @@ class GramEigen:
 
     # -- solves --------------------------------------------------------------------------------------------
 
+    @D.on_device
     def solve(self, Y, ridge, *, check=True):
         """Dual coefficients ``alpha = (K + ridge tr(K)/N I)^-1 Y`` for one ridge or a grid.
 
@@ -343,6 +311,7 @@ class GramEigen:
         inv = 1.0 / (self.w[None, :] + lam[:, None])            # (R, N)
         return scalar, one_d, Yx, inv, self.xp.matmul(self.V, inv[:, :, None] * c[None])
 
+    @D.on_device
     def loo(self, Y, ridge, *, check=True):
         """Leave-one-out predictions in closed form.
 
@@ -463,7 +432,7 @@ class KRR:
         is a grid from which :meth:`fit` selects by ``cv``. Default :data:`DEFAULT_RIDGES`.
     cv : 'loo' (closed-form leave-one-out, default) or an int k >= 2 (k-fold). Used only for a grid.
     scoring : 'mse' or 'accuracy' (for one-hot targets), the selection criterion.
-    device : 'auto', 'cpu' or 'cuda'.
+    device : 'auto', 'cpu', 'cuda' or 'cuda:N'.
 
     Attributes after :meth:`fit`
     ----------------------------
@@ -499,7 +468,7 @@ class KRR:
         if not hasattr(self, "alpha_"):
             raise RuntimeError("this KRR is not fitted yet; call fit(K, Y) first")
         n = self.alpha_.shape[0]
-        xp = np if not _is_cupy(K_test) else __import__("cupy")
+        xp = D.xp_of(K_test)
         K_test = K_test if _is_cupy(K_test) else np.asarray(K_test)
         if K_test.ndim != 2 or K_test.shape[1] != n:
             raise ValueError(f"K_test must have shape (M, N) with N = {n} training points; got shape "

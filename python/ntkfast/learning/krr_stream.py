@@ -25,8 +25,9 @@ budget needs it), + ``4 * N * r * 8`` for the
 sketch + ``6 * N * T * 8`` for the CG vectors. ``memory_budget`` picks b from this (a multiple of the
 chunk rows when one fits, so that no chunk is read twice per pass).
 
-Devices: the vectors and block products run on a GPU with cupy (imported only then) when ``device='cuda'``,
-or ``'auto'`` with cupy importable and a GPU usable; blocks are read on the host and copied over.
+Devices: the vectors and block products run on a GPU with cupy (imported only then) as the device policy
+says (:mod:`ntkfast.device`): with ``device='cuda'`` (or 'cuda:N'), or ``'auto'`` with cupy importable and a
+GPU usable; blocks are read on the host and copied over.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ import time
 from collections import namedtuple
 
 import numpy as np
+
+from .. import device as D
 
 __all__ = ["solve", "predict", "open_gram", "SolveInfo", "plan_blocks", "block_rows_for"]
 
@@ -72,25 +75,6 @@ def _gram_array(K, kind):
     if not hasattr(K, "shape") or not hasattr(K, "__getitem__"):
         raise TypeError(f"K must be an (N, N) array, zarr array, memmap or a path to a store; got {type(K).__name__}")
     return K
-
-
-def _xp(device):
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
-    if device == "cpu":
-        return np
-    try:
-        import cupy
-        ok = cupy.cuda.runtime.getDeviceCount() > 0
-        err = "device count 0"
-    except Exception as e:  # ImportError, or a CUDA runtime without a driver
-        cupy, ok, err = None, False, f"{type(e).__name__}: {e}"
-    if ok:
-        return cupy
-    if device == "cuda":
-        raise RuntimeError(f"device='cuda' needs cupy and a usable GPU ({err}); install the GPU extra: "
-                           "pip install 'ntkfast[gpu]'")
-    return np
 
 
 def _chunks(K):
@@ -197,7 +181,7 @@ def solve(K, Y, ridge, *, kind=None, tol=1e-6, maxiter=None, rank=None, block_ro
     rank : rank of the Nyström preconditioner (default min(N, 256); 0 = plain CG).
     block_rows : rows per streamed block (default: from ``memory_budget``, else 256 MB blocks).
     memory_budget : None, bytes or a string like '2GB' (see the module's memory model).
-    device : 'auto' (cupy on a usable GPU, else numpy), 'cpu' or 'cuda'.
+    device : 'auto' (cupy on a usable GPU, else numpy), 'cpu', 'cuda' or 'cuda:N'.
     seed : seed of the Nyström test matrix (default 0): results are deterministic.
     progress : a tqdm bar over iterations.
     return_info : also return a :class:`SolveInfo`.
@@ -237,8 +221,8 @@ def solve(K, Y, ridge, *, kind=None, tol=1e-6, maxiter=None, rank=None, block_ro
         block_rows, conc = plan_blocks(K, T, rank, memory_budget)
     elif isinstance(block_rows, bool) or not isinstance(block_rows, numbers.Integral) or block_rows < 1:
         raise ValueError(f"block_rows must be a positive int; got {block_rows!r}")
-    xp = _xp(device)
-    with _read_limit(K, conc):
+    xp = D.array_module(device)
+    with _read_limit(K, conc), D.using(device):
         return _solve(K, Yn, vec, ridge, tol, maxiter, rank, block_rows, xp, seed, progress, return_info, t0)
 
 

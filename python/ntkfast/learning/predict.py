@@ -51,8 +51,9 @@ Precision and devices
 ---------------------
 Every block may be float32 or float64; all arithmetic is float64. The train Gram's eigendecomposition and
 every product run on the CPU (numpy/scipy) or on a GPU (cupy), chosen as in :mod:`ntkfast.krr`: on the
-GPU when the train Gram is a cupy array, or ``device='cuda'``, or ``device='auto'`` with cupy importable
-and a usable GPU. Results are numpy arrays unless the train Gram was a cupy array.
+GPU when the train Gram is a cupy array, or ``device='cuda'`` (or 'cuda:N'), or ``device='auto'`` with cupy
+importable and a usable GPU (:mod:`ntkfast.device`). Results are numpy arrays unless the train Gram was a
+cupy array.
 
 Checks
 ------
@@ -70,7 +71,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from .krr import GramEigen, IllConditionedWarning, IndefiniteGramWarning, _check_targets, _is_cupy
+from .. import device as D
+from .krr import GramEigen, IllConditionedWarning, IndefiniteGramWarning, _check_targets
 
 __all__ = ["GradientFlow", "gp_inference", "Gaussian", "LossCurves", "KINDS"]
 
@@ -133,7 +135,7 @@ def _block(a, name, shape, xp):
     """a as a finite float64 2-d array of module xp with the given shape ((rows, cols), None = any).
 
     Raises TypeError for non-numeric input, ValueError for shape or non-finite values."""
-    if not _is_cupy(a):
+    if not D.is_cupy(a):
         if hasattr(a, "__cuda_array_interface__") and hasattr(a, "get"):
             a = a.get()
         try:
@@ -176,7 +178,7 @@ def _times(t, discrete):
     what = "a number of steps (int >= 0, or inf)" if discrete else "a time >= 0 (float, or inf)"
     if isinstance(t, (str, bytes, bool)) or isinstance(t, np.bool_):
         raise TypeError(f"t must be {what} or a 1-d sequence of them; got {t!r}")
-    if _is_cupy(t):
+    if D.is_cupy(t):
         t = t.get()
     try:
         arr = np.asarray(t)
@@ -226,7 +228,7 @@ class GradientFlow:
     diag_reg_absolute_scale : bool (default False).
     discrete : bool (default False). False: gradient flow, t a real time. True: t counts gradient-descent
         steps of size ``learning_rate``; ``learning_rate`` must be below :attr:`max_learning_rate`.
-    device : 'auto' (default), 'cpu' or 'cuda'; see the module docstring.
+    device : 'auto' (default), 'cpu', 'cuda' or 'cuda:N'; see the module docstring.
 
     Attributes
     ----------
@@ -252,6 +254,7 @@ class GradientFlow:
     >>> g = flow.predict(100.0, kt, nf.gram(X_test, arch=arch, dtype='float64'), compute_cov=True)
     """
 
+    @D.on_device
     def __init__(self, k_train_train, y_train, *, kind="ntk", learning_rate=1.0, diag_reg=0.0,
                  diag_reg_absolute_scale=False, discrete=False, device="auto"):
         self.kind = _kind(kind)
@@ -264,13 +267,12 @@ class GradientFlow:
         # the NNGP train block for covariances of kind 'ntk' (checked, and factorized, only when needed)
         self._nngp_xx = k_train_train.nngp if (kind == "ntk" and _has_pair(k_train_train)) else None
         self._name = name
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
+        self.device = D.check(device)
         # checks with this argument's name before GramEigen (whose messages say 'K')
-        Kc, eps = _block(K, name, (None, None), np if not _is_cupy(K) else _cupy())
+        Kc, eps = _block(K, name, (None, None), D.xp_of(K))
         if Kc.shape[0] != Kc.shape[1]:
             raise ValueError(f"{name} must be a square (N, N) train x train Gram; got shape {tuple(Kc.shape)}")
-        xp0 = np if not _is_cupy(Kc) else _cupy()
+        xp0 = D.xp_of(Kc)
         Kc = _symmetric(Kc, eps, name, xp0)
         tr = float(xp0.trace(Kc))
         if not tr > 0:
@@ -398,6 +400,7 @@ class GradientFlow:
 
     # -- public ------------------------------------------------------------------------------------------
 
+    @D.on_device
     def dual_coef(self, t):
         """Dual coefficients ``alpha(t) = G_t Y`` such that the test mean is ``Theta_tx @ alpha(t)``.
 
@@ -407,6 +410,7 @@ class GradientFlow:
         _, _, g = self._decay(tt)
         return self._shape(self.xp.matmul(self._eig.V, g[:, :, None] * self._c[None]), scalar)
 
+    @D.on_device
     def mean(self, t, k_test_train=None):
         """Mean output of the trained ensemble at time(s) t.
 
@@ -432,6 +436,7 @@ class GradientFlow:
             out = xp.matmul(A, g[:, :, None] * self._c[None])
         return self._shape(out, scalar)
 
+    @D.on_device
     def covariance(self, t, k_test_train=None, k_test_test=None):
         """Covariance of the outputs over initializations at time(s) t (shared by the K output columns).
 
@@ -500,6 +505,7 @@ class GradientFlow:
         cross = xp.matmul(gBt, C[None])                                             # P^T K_xt
         return ktt[None] + xp.matmul(gBt, KgB) - cross - xp.swapaxes(cross, 1, 2)
 
+    @D.on_device
     def predict(self, t, k_test_train=None, k_test_test=None, *, compute_cov=False):
         """Mean, or :class:`Gaussian` (mean, covariance) with ``compute_cov=True``, at time(s) t.
 
@@ -510,6 +516,7 @@ class GradientFlow:
             return mean
         return Gaussian(mean, self.covariance(t, k_test_train, k_test_test))
 
+    @D.on_device
     def loss_curves(self, t, k_test_train=None, y_test=None, *, k_test_test=None, ensemble=False):
         """Train (and test) loss ``||f - Y||_F^2 / (2 M K)`` of the mean prediction over times t.
 
@@ -561,11 +568,6 @@ class GradientFlow:
         return LossCurves(tt, tonp(train), None if test is None else tonp(test))
 
 
-def _cupy():
-    import cupy
-    return cupy
-
-
 # ----------------------------------------------------------------------------------------------------------
 # GP inference
 
@@ -595,7 +597,7 @@ def gp_inference(k_train_train, y_train, k_test_train=None, k_test_test=None, *,
         block is used for 'nngp' and 'ntk', the NTK block for 'ntkgp'.
     kind : 'nngp' (default), 'ntk' or 'ntkgp'.
     diag_reg : float >= 0 (default 0.0); diag_reg_absolute_scale : bool (default False).
-    device : 'auto' (default), 'cpu' or 'cuda'.
+    device : 'auto' (default), 'cpu', 'cuda' or 'cuda:N'.
 
     Returns
     -------

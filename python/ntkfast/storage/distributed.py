@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 import uuid
 
+from .. import device as D
 from ..kernel import tiled as _tiled
 
 __all__ = ["gram", "run"]
@@ -35,14 +36,14 @@ __all__ = ["gram", "run"]
 def _self_task(arch, input_shape, X, device, threads):
     from .. import _core
     prog = _tiled.compile_program(arch, input_shape)
-    return _core.self_data(prog, X, _tiled.resolve_device(device), threads)
+    return _core.self_data(prog, X, D.core_name(D.backend(device)), threads)
 
 
 def _tile_task(arch, input_shape, X, Y, sx, sy, store, ab, bounds, symmetric, names, device, threads, scales=None):
     t0 = time.perf_counter()
     prog = _tiled.compile_program(arch, input_shape)
     Yv = X if Y is None else Y
-    res = _tiled._compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, _tiled.resolve_device(device),
+    res = _tiled.compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, D.backend(device),
                               threads, scales)
     store.write_tile(bounds, res, mirror=symmetric and ab[0] != ab[1])
     store.mark(ab[0], ab[1], bounds)
@@ -60,7 +61,7 @@ def gram(X, Y=None, *, arch, client, out, kind=None, device="auto", dtype="float
     out : the store every worker writes to: a path ending in ``.zarr`` (created or resumed), a zarr array
         (``kind`` given), ``Kernels`` of zarr arrays or a zarr group, on a LocalStore whose path every worker
         sees; or a ``.npy`` path or file-backed memmap on a single host. In-memory arrays are refused.
-    device : 'auto' (default; resolved on each worker), 'cpu' or 'cuda'.
+    device : 'auto' (default; resolved on each worker), 'cpu', 'cuda' or 'cuda:N'.
     threads : CPU threads per task (default 1).
     memory_budget : None, bytes or a string like '2GB': the host memory of *each worker* (it holds the
         inputs, their self data, and one tile per worker thread); sets the tile as in :func:`ntkfast.gram`.

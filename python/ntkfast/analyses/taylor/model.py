@@ -57,6 +57,8 @@ from collections import namedtuple
 
 import numpy as np
 
+from ... import device as D
+
 __all__ = ["MODELS", "TRAINED", "ACTIVATIONS", "activation", "sphere", "PolynomialTarget", "TwoLayer",
            "Representation", "regularizer", "Objective", "History", "gradient_descent", "TaylorModel", "ntk_ridge"]
 
@@ -97,17 +99,9 @@ def _seed(seed):
     return int(seed)
 
 
-def _is_cupy(a):
-    return type(a).__module__.split(".")[0] == "cupy"
-
-
-def _to_numpy(a):
-    return a.get() if _is_cupy(a) else np.asarray(a)
-
-
 def _matrix(name, X, d=None, xp=np):
     """X as a finite float64 (N, d) array of module xp; ValueError/TypeError naming ``name``."""
-    if not _is_cupy(X):
+    if not D.is_cupy(X):
         try:
             X = np.asarray(X)
         except Exception as e:  # ragged lists and the like
@@ -129,7 +123,7 @@ def _matrix(name, X, d=None, xp=np):
 
 
 def _vector(name, y, n, xp=np):
-    if not _is_cupy(y):
+    if not D.is_cupy(y):
         y = np.asarray(y)
     if y.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers (float or int dtype); got dtype {y.dtype}")
@@ -141,31 +135,6 @@ def _vector(name, y, n, xp=np):
     if not bool(xp.isfinite(y).all()):
         raise ValueError(f"{name} must be finite; got {int((~xp.isfinite(y)).sum())} NaN/inf entries")
     return y
-
-
-def array_module(device="cpu"):
-    """numpy for device 'cpu'; cupy for 'cuda' (RuntimeError naming the reason when it cannot be used);
-    for 'auto', cupy when it imports and sees a GPU, else numpy."""
-    _choice("device", device, ("auto", "cpu", "cuda"))
-    if device == "cpu":
-        return np
-    try:
-        import cupy
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            raise RuntimeError("no CUDA device visible")
-        return cupy
-    except Exception as e:  # ImportError, or a CUDA runtime error
-        if device == "cuda":
-            raise RuntimeError(f"device='cuda' needs cupy and a usable GPU ({type(e).__name__}: {e}); install "
-                               f"the GPU extra: pip install 'ntkfast[gpu]'") from None
-        return np
-
-
-def _xp_of(a):
-    if _is_cupy(a):
-        import cupy
-        return cupy
-    return np
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -183,7 +152,7 @@ def activation(name, z, k=0):
     _choice("activation", name, ACTIVATIONS)
     if isinstance(k, bool) or k not in (0, 1, 2, 3):
         raise ValueError(f"k (derivative order) must be 0, 1, 2 or 3; got {k!r}")
-    xp = _xp_of(z)
+    xp = D.xp_of(z)
     if name == "tanh":
         t = xp.tanh(z)
         if k == 0:
@@ -258,12 +227,13 @@ class TwoLayer:
     d : input dimension. width : m, even (default 400): m/2 random (w0, a) pairs, neuron r + m/2 a copy of
     neuron r with the opposite a. activation : one of ``ACTIVATIONS`` (default 'softplus').
     w0_scale : w0_r ~ N(0, w0_scale^2 I_d / d) (default 1: w0_r^T x ~ N(0, 1) on the sphere of radius sqrt d).
-    seed : int, numpy Generator or None. device : 'cpu' (numpy, default), 'cuda' (cupy) or 'auto'.
+    seed : int, numpy Generator or None. device : 'cpu' (numpy, default), 'cuda' or 'cuda:N' (cupy) or 'auto'.
 
     Attributes: W0 float64 (m, d), a float64 (m,), both of the array module ``xp``; m, d, activation.
     Every method takes X (N, d) and W (m, d) arrays of that module and returns float64 (N,).
     """
 
+    @D.on_device
     def __init__(self, d, width=400, activation="softplus", *, w0_scale=1.0, seed=None, device="cpu"):
         self.d = _int("d", d)
         self.m = _int("width", width, 2)
@@ -271,7 +241,7 @@ class TwoLayer:
             raise ValueError(f"width must be even (neurons come in symmetric pairs); got {width!r}")
         self.activation = _choice("activation", activation, ACTIVATIONS)
         self.w0_scale = _float("w0_scale", w0_scale, 0.0, strict=True)
-        self.xp = array_module(device)
+        self.xp = D.array_module(device)
         rng = np.random.default_rng(_seed(seed))
         half = self.m // 2
         W0 = rng.standard_normal((half, self.d)) * (self.w0_scale / math.sqrt(self.d))
@@ -461,7 +431,7 @@ def gradient_descent(objective, W, *, steps=2000, lr="auto", noise=0.0, tol=1e-1
     noise = _float("noise", noise)
     tol = _float("tol", tol)
     rng = np.random.default_rng(_seed(seed))
-    xp = _xp_of(W)
+    xp = D.xp_of(W)
     W = W.copy()
     losses, lrs, stopped = [], [], "steps"
     for it in range(steps):
@@ -520,10 +490,11 @@ class Representation:
     seed; device. ``dim`` = 1 + d + D2. Call on X (N, d) -> (N, dim) float64 arrays of ``xp``.
     """
 
+    @D.on_device
     def __init__(self, d, features=0, *, seed=None, device="cpu"):
         self.d = _int("d", d)
         self.features = _int("features", features, 0)
-        self.xp = array_module(device)
+        self.xp = D.array_module(device)
         rng = np.random.default_rng(_seed(seed))
         V = rng.standard_normal((self.features, self.d))
         V /= np.linalg.norm(V, axis=1, keepdims=True) if self.features else 1.0
@@ -584,15 +555,15 @@ def ntk_ridge(X, y, X_test, *, depth=2, ridges=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e
     """
     from ...kernel.tiled import gram
     from ...kernel import presets
-    X = _to_numpy(_matrix("X", X))
-    X_test = _to_numpy(_matrix("X_test", X_test, X.shape[1]))
-    y = _to_numpy(_vector("y", y, X.shape[0]))
+    X = D.to_numpy(_matrix("X", X))
+    X_test = D.to_numpy(_matrix("X_test", X_test, X.shape[1]))
+    y = D.to_numpy(_vector("y", y, X.shape[0]))
     depth = _int("depth", depth)
     ridges = [float(_float("ridges[i]", r)) for r in ridges]
     if not ridges:
         raise ValueError("ridges must be a non-empty sequence of numbers >= 0; got an empty one")
     arch = presets.fc(depth)
-    gdev = "cpu" if device == "cpu" else "auto"
+    gdev = "cpu" if D.check(device) == "cpu" else "auto"
     K = np.asarray(gram(X, arch=arch, kind="ntk", dtype="float64", device=gdev))
     Kt = np.asarray(gram(X_test, X, arch=arch, kind="ntk", dtype="float64", device=gdev))
     try:
@@ -626,7 +597,7 @@ class TaylorModel:
         hundred, so reg = 1e-3 makes R dominate the loss and pins W near 0].
     features : D2, degree-2 random features of the 'hierarchical' representation [0].
     ntk_depth : depth of ``presets.fc`` for 'ntk' [2]. ridges : relative ridge grid for 'ntk'.
-    seed : int or None [0]. device : 'cpu' (numpy), 'cuda' (cupy) or 'auto' ['cpu'].
+    seed : int or None [0]. device : 'cpu' (numpy), 'cuda' or 'cuda:N' (cupy) or 'auto' ['cpu'].
 
     After :meth:`fit`: ``net_`` (TwoLayer), ``W_`` (m, d_in), ``history_`` (History), ``representation_``
     ('hierarchical'), ``ridge_`` ('ntk'). :meth:`predict` returns float64 numpy (M,).
@@ -656,17 +627,18 @@ class TaylorModel:
         if isinstance(ridges, (str, bytes)) or not hasattr(ridges, "__len__") or len(ridges) == 0:
             raise ValueError(f"ridges must be a non-empty sequence of relative ridges >= 0; got {ridges!r}")
         self.ridges = tuple(_float("ridges[i]", r) for r in ridges)
-        self.seed, self.device = _seed(seed), _choice("device", device, ("auto", "cpu", "cuda"))
+        self.seed, self.device = _seed(seed), D.check(device)
 
+    @D.on_device
     def fit(self, X, y):
         """Fit on X (N, d) and y (N,) (float arrays; finite). Returns self."""
-        xp = array_module(self.device)
+        xp = D.array_module(self.device)
         X = _matrix("X", X, xp=xp)
         y = _vector("y", y, X.shape[0], xp)
         self.d_ = X.shape[1]
         if self.model == "ntk":
-            self._X = _to_numpy(X)
-            self._y = _to_numpy(y)
+            self._X = D.to_numpy(X)
+            self._y = D.to_numpy(y)
             return self
         rng = np.random.default_rng(self.seed)
         seeds = rng.integers(0, 2 ** 63 - 1, size=4)
@@ -683,6 +655,7 @@ class TaylorModel:
                                                   noise=self.noise, tol=self.tol, seed=int(seeds[3]) + 1)
         return self
 
+    @D.on_device
     def predict(self, X):
         """Predictions float64 numpy (M,) for X (M, d)."""
         if not hasattr(self, "d_"):
@@ -695,4 +668,4 @@ class TaylorModel:
         X = _matrix("X", X, self.d_, self.net_.xp)
         if self.model == "hierarchical":
             X = self.representation_(X)
-        return _to_numpy(self.net_.output(self.model, X, self.W_))
+        return D.to_numpy(self.net_.output(self.model, X, self.W_))
