@@ -191,7 +191,7 @@ def test_bad_inputs(blocks):
         GradientFlow(k, Y, learning_rate="fast")
     with pytest.raises(ValueError, match=r"diag_reg must be a finite number >= 0"):
         GradientFlow(k, Y, diag_reg=-1e-3)
-    with pytest.raises(ValueError, match="kind must be one of"):
+    with pytest.raises(ValueError, match="kind must be 'ntk' or 'nngp'"):
         GradientFlow(k, Y, kind="cntk")
     # discrete steps: a learning rate at or above 2 N K / lambda_max is refused, naming the limit
     lim = flow.max_learning_rate

@@ -180,9 +180,9 @@ def test_bad_inputs(digits28):
         St.warp(X[:1], np.zeros((2, 5, 5)))
     with pytest.raises(TypeError, match="shift must be two ints"):
         St.translate(X[:1], (0.5, 1))
-    with pytest.raises(ValueError, match="alpha must be >= 0"):
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
         St.deform(X[:1], -1.0, 0)
-    with pytest.raises(ValueError, match="smoothness must be > 0"):
+    with pytest.raises(ValueError, match="smoothness must be a finite number > 0"):
         St.random_field((28, 28), 0, smoothness=0.0)
     with pytest.raises(ValueError, match="to_mnist_size converts"):
         St.to_mnist_size(np.zeros((1, 10, 10, 1)))

@@ -167,3 +167,44 @@ def test_program_text_round_trips_and_refuses_garbage():
                        (text.replace("ntkfast-program 2", "ntkfast-program 1"), "expected 'ntkfast-program 2'")]:
         with pytest.raises(ValueError, match=match):
             _core.compile_program(bad)
+
+
+# -- the one validation module: TypeError for types, ValueError for values, the argument named ---------
+
+def test_scalar_checks():
+    from ntkfast.validation import check_choice, check_int, check_real, check_seed
+    assert check_int(np.int64(3), "n", 1) == 3 and check_real(2, "x", 0.0) == 2.0
+    for bad, exc, msg in [(lambda: check_int(2.0, "n", 1), TypeError, "n must be an int; got 2.0"),
+                          (lambda: check_int(True, "n", 1), TypeError, "n must be an int; got True"),
+                          (lambda: check_int(0, "n", 1), ValueError, "n must be >= 1; got 0"),
+                          (lambda: check_int(9, "n", 1, 5), ValueError, r"n must be in 1..5; got 9"),
+                          (lambda: check_real("1", "lr", 0.0), TypeError, "lr must be a real number; got '1'"),
+                          (lambda: check_real(0.0, "lr", 0.0, strict=True), ValueError,
+                           r"lr must be a finite number > 0.0; got 0.0"),
+                          (lambda: check_real(float("nan"), "x"), ValueError, "x must be a finite number; got nan"),
+                          (lambda: check_choice("c", "kind", ("a", "b")), ValueError, "kind must be 'a' or 'b'; got 'c'"),
+                          (lambda: check_choice(3, "kind", ("a", "b")), TypeError, "kind must be 'a' or 'b'; got 3"),
+                          (lambda: check_choice("e", "m", "abcd"), ValueError,
+                           "m must be one of 'a', 'b', 'c', 'd'; got 'e'"),
+                          (lambda: check_seed(-1), ValueError, "seed must be a non-negative int"),
+                          (lambda: check_seed(1.5), TypeError, "seed must be a non-negative int")]:
+        with pytest.raises(exc, match=msg):
+            bad()
+
+
+@pytest.mark.parametrize("call", [
+    lambda: nf.gram(X, arch=GAP, tile=2.5),
+    lambda: nf.gram(X, arch=GAP, threads="2"),
+    lambda: nf.presets.cntk(2.0),
+    lambda: nf.krr_stream.solve(np.eye(3), np.ones(3), "0.1"),
+    lambda: nf.krr.kfold_predictions(np.eye(4), np.ones(4), 0.1, folds=2.0),
+    lambda: nf.taylor.sphere(3.0, 2),
+    lambda: nf.taylor.TaylorModel(width=4.0),
+    lambda: nf.stability.random_field((8, 8), 0, smoothness="4"),
+    lambda: nf.spectrum.mercer_eigenvalues("ntk", p=3.0, kmax=10),
+    lambda: nf.smoothness.perturb(np.ones(3), [1e-3, 1e-2], n_dirs=1.0),
+    lambda: nf.data.pad(np.zeros((1, 4, 4, 1)), 6.0),
+])
+def test_a_wrong_type_is_a_type_error_everywhere(call):
+    with pytest.raises(TypeError, match=r"must be .*; got "):
+        call()

@@ -7,13 +7,14 @@ which ships inside the installed scikit-learn package (no download).
 from __future__ import annotations
 
 import gzip
-import numbers
 import os
 import struct
 import zipfile
 import zlib
 
 import numpy as np
+
+from .validation import check_choice, check_int, check_real
 
 __all__ = ["load_idx", "load_mnist", "load_npz", "load_default", "load", "normalize", "split", "pad",
            "prepare_images", "DEFAULT_NAME", "NORMALIZATIONS"]
@@ -169,13 +170,11 @@ def normalize(X, method="center_scale", eps=1e-12, zca_reg=0.1, zca_fit=None):
         directions of zero variance are dropped (mapped to 0) rather than divided by 0.
     zca_fit : None or images (M, H, W, C) of X's per-image shape.
     """
-    if method not in NORMALIZATIONS:
-        raise ValueError(f"method must be 'none', 'center_scale' or 'zca'; got {method!r}")
+    check_choice(method, "method", NORMALIZATIONS)
     X = _check_images(X, "X")
     if method == "none":
         return X.copy()
-    if not (np.isscalar(zca_reg) and np.isfinite(zca_reg) and zca_reg >= 0):
-        raise ValueError(f"zca_reg must be a finite float >= 0; got {zca_reg!r}")
+    zca_reg = check_real(zca_reg, "zca_reg", 0.0, expected="a finite float >= 0")
     if zca_fit is not None:
         zca_fit = _check_images(zca_fit, "zca_fit")
         if zca_fit.shape[1:] != X.shape[1:]:
@@ -234,8 +233,8 @@ def split(X, y, train=None, test=None):
     if y is not None and len(y) != n:
         raise ValueError(f"y must have one label per item of X (N = {n}); got {len(y)} labels")
     for name, v in (("train", train), ("test", test)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
-            raise ValueError(f"{name} must be a positive int (number of items) or None; got {v!r}")
+        if v is not None:
+            check_int(v, name, 1, expected="a positive int (number of items) or None")
     if test is None:
         test = max(1, n // 4) if train is None else n - train
     if train is None:
@@ -253,8 +252,8 @@ def pad(X, size):
     X = _check_images(X, "X")
     if X.ndim != 4:
         raise ValueError(f"X must be images (N, H, W, C) to pad; got shape {X.shape}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < max(X.shape[1:3]):
-        raise ValueError(f"size must be an int >= the image side {max(X.shape[1:3])}; got {size!r}")
+    side = max(X.shape[1:3])
+    size = check_int(size, "size", side, expected=f"an int >= the image side {side}")
     dh, dw = size - X.shape[1], size - X.shape[2]
     return np.pad(X, ((0, 0), (dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2), (0, 0)))
 
@@ -270,10 +269,9 @@ def prepare_images(X_train, X_test, arch, *, normalize="center_scale", pad=None,
     refusing channels-first-looking shapes; 'NCHW': converted). ``pad`` must be >= the image side."""
     from .kernel.inputs import to_nhwc
     X_train, X_test = to_nhwc(np.asarray(X_train), layout, "X_train"), to_nhwc(np.asarray(X_test), layout, "X_test")
-    if pad is not None and (isinstance(pad, bool) or not isinstance(pad, numbers.Integral)
-                            or (np.ndim(X_train) == 4 and pad < max(np.shape(X_train)[1:3]))):
-        side = max(np.shape(X_train)[1:3]) if np.ndim(X_train) == 4 else "?"
-        raise ValueError(f"pad must be an int >= the image side {side}; got {pad!r}")
+    if pad is not None:
+        side = max(np.shape(X_train)[1:3]) if np.ndim(X_train) == 4 else None
+        check_int(pad, "pad", side, expected=f"an int >= the image side {side if side is not None else '?'}")
     Xtr = _normalize(X_train, normalize)
     Xte = _normalize(X_test, normalize, zca_fit=X_train if normalize == "zca" else None)
     if pad is not None:

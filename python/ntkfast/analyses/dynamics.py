@@ -23,10 +23,11 @@ Its figure is :func:`ntkfast.analyses.plots.plot_dynamics_study`; ``ntkfast dyna
 from __future__ import annotations
 
 import math
-import numbers
 import time
 
 import numpy as np
+
+from ..validation import check_int, check_real
 
 __all__ = ["StudyKernel", "study_kernels", "bias_ntk", "BiasNTK", "angles", "HarmonicTarget", "zonal_gram",
            "DegreeErrors", "degree_errors", "halving_time", "sphere_study", "sphere_grid",
@@ -35,14 +36,6 @@ __all__ = ["StudyKernel", "study_kernels", "bias_ntk", "BiasNTK", "angles", "Har
            "pooled_halving_fit", "jsonable", "LN2"]
 
 LN2 = math.log(2.0)
-
-
-def _int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return int(value)
 
 
 def _legendre(p, k, t):
@@ -90,9 +83,7 @@ def _bias_ntk_class():
         :func:`ntkfast.spectrum.mercer_eigenvalues` integrates a function analytic in theta."""
 
         def __init__(self, b_std=1.0):
-            b = float(b_std)
-            if not (math.isfinite(b) and b >= 0):
-                raise ValueError(f"b_std must be a finite number >= 0; got {b_std!r}")
+            b = check_real(b_std, "b_std", 0.0)
             self.name, self.depth, self.b_std = "ntk", 1, b
 
         @property
@@ -147,10 +138,8 @@ def study_kernels(p=3, kmax=6, depth=2, b_std=1.0):
     from ..kernel import presets
     from ..kernel.arch import Dense, ReLU, serial
     from .spectrum import kernel, mercer_eigenvalues
-    p, kmax, depth = _int("p", p, 2), _int("kmax", kmax, 1), _int("depth", depth, 2)
-    b_std = float(b_std)
-    if not (math.isfinite(b_std) and b_std > 0):
-        raise ValueError(f"b_std must be a finite number > 0; got {b_std!r}")
+    p, kmax, depth = check_int(p, "p", 2), check_int(kmax, "kmax", 1), check_int(depth, "depth", 2)
+    b_std = check_real(b_std, "b_std", 0.0, strict=True)
 
     def clean(mu_floor):
         mu, floor = mu_floor
@@ -182,8 +171,8 @@ class HarmonicTarget:
 
     def __init__(self, p=3, degrees=(1, 2, 3, 4, 5, 6), *, norm=1.0, seed=0):
         from .spectrum import multiplicity, sample_sphere
-        self.p = _int("p", p, 2)
-        self.degrees = tuple(_int("degree", k, 1) for k in degrees)
+        self.p = check_int(p, "p", 2)
+        self.degrees = tuple(check_int(k, "degree", 1) for k in degrees)
         if not self.degrees:
             raise ValueError("degrees must be a non-empty sequence of ints >= 1")
         rng = np.random.default_rng(seed)
@@ -313,7 +302,7 @@ def sphere_study(n=1000, p=3, kmax=6, depth=2, b_std=1.0, seed=0, n_times=200, q
     from ..kernel.tiled import gram
     from ..learning.predict import GradientFlow
     from .spectrum import sample_sphere
-    n, p, kmax = _int("n", n, 10), _int("p", p, 2), _int("kmax", kmax, 1)
+    n, p, kmax = check_int(n, "n", 10), check_int(p, "p", 2), check_int(kmax, "kmax", 1)
     log = progress or (lambda msg: None)
     kernels = study_kernels(p, kmax, depth, b_std)
     target = HarmonicTarget(p, range(1, kmax + 1), seed=seed + 1)
@@ -513,7 +502,7 @@ def mnist_study(data, n_train=200, n_test=100, *, n_times=60, dtype="float32", d
     from ..learning.krr import one_hot, prepare_images
     from ..learning.predict import GradientFlow
     log = progress or (lambda msg: None)
-    n_train, n_test = _int("n_train", n_train, 2), _int("n_test", n_test, 1)
+    n_train, n_test = check_int(n_train, "n_train", 2), check_int(n_test, "n_test", 1)
     X, y = D.load_mnist(data)
     if n_train + n_test > len(X):
         raise ValueError(f"n_train + n_test must be <= the {len(X)} images of {data}; got {n_train + n_test}")

@@ -19,11 +19,11 @@ default here): float32 (e ~ 6e-8) would blur theta by ~3e-4 and flatten the curv
 from __future__ import annotations
 
 import dataclasses
-import numbers
 
 import numpy as np
 
 from ..kernel.inputs import Kernels
+from ..validation import check_int
 
 __all__ = ["directions", "perturb", "holder_curve", "fit_slope", "HolderCurve", "smoothness_experiment",
            "smoothness_table", "DEFAULT_DELTAS"]
@@ -59,8 +59,7 @@ def perturb(x, deltas, n_dirs=2, seed=0):
     Returns float64 (len(deltas) * n_dirs,) + S, ordered delta-major."""
     x = np.asarray(x, dtype=np.float64)
     deltas = _deltas(deltas)
-    if isinstance(n_dirs, bool) or not isinstance(n_dirs, numbers.Integral) or n_dirs < 1:
-        raise ValueError(f"n_dirs must be a positive int; got {n_dirs!r}")
+    n_dirs = check_int(n_dirs, "n_dirs", 1, expected="a positive int")
     nx = np.linalg.norm(x)
     if not np.isfinite(nx) or nx == 0:
         raise ValueError("x must be finite and nonzero")

@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
 import numpy as np
+
+from ..validation import check_choice, check_int, check_real
 
 __all__ = ["DotProductKernel", "kernel", "KERNEL_NAMES", "multiplicity", "legendre_table", "mercer_eigenvalues",
            "Spectrum", "spectrum", "fit_decay", "sphere_gram_eigenvalues", "sample_sphere", "theory_decay",
@@ -50,14 +51,6 @@ __all__ = ["DotProductKernel", "kernel", "KERNEL_NAMES", "multiplicity", "legend
 
 KERNEL_NAMES = ("kappa0", "kappa1", "ntk", "nngp")
 _EPS = np.finfo(np.float64).eps
-
-
-def _int_arg(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return int(value)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -107,9 +100,8 @@ class DotProductKernel:
     """
 
     def __init__(self, name, depth=1):
-        if name not in KERNEL_NAMES:
-            raise ValueError(f"kernel name must be one of {KERNEL_NAMES}; got {name!r}")
-        depth = _int_arg(depth, "depth", 1)
+        check_choice(name, "kernel name", KERNEL_NAMES)
+        depth = check_int(depth, "depth", 1)
         if name in ("kappa0", "kappa1") and depth != 1:
             raise ValueError(f"depth applies to 'ntk' and 'nngp' only; got depth={depth} for {name!r}")
         self.name, self.depth = name, depth
@@ -166,7 +158,7 @@ def kernel(name, depth=1):
 def multiplicity(p, k):
     """N(p, k), the number of spherical harmonics of degree k on S^{p-1}: 1 for k = 0, else
     (2k + p - 2) / k * C(k + p - 3, k - 1). ``k`` an int or int array; returns float64 (exact below 2^53)."""
-    p = _int_arg(p, "p", 2)
+    p = check_int(p, "p", 2)
     ks = np.atleast_1d(np.asarray(k))
     if ks.dtype.kind not in "iu" or np.any(ks < 0):
         raise ValueError(f"k must be non-negative integers; got {k!r}")
@@ -241,8 +233,8 @@ def mercer_eigenvalues(kern, p, kmax, *, depth=1, nodes=None, return_floor=False
     mu : float64 (kmax + 1,) (and floor : float64 (kmax + 1,) if ``return_floor``); each mu_k is counted once,
         so that ``sum_k mu_k * multiplicity(p, k) == kappa(1)``.
     """
-    p = _int_arg(p, "p", 2)
-    kmax = _int_arg(kmax, "kmax", 0)
+    p = check_int(p, "p", 2)
+    kmax = check_int(kmax, "kmax", 0)
     err_of = None
     if isinstance(kern, (str, DotProductKernel)):
         f = kernel(kern, depth).at_angle
@@ -257,7 +249,7 @@ def mercer_eigenvalues(kern, p, kmax, *, depth=1, nodes=None, return_floor=False
         f = kernel(kern, depth).at_angle                # raises the TypeError naming what is accepted
     if nodes is None:
         nodes = 2 * kmax + 2 * p + 400
-    nodes = _int_arg(nodes, "nodes", kmax + 2)
+    nodes = check_int(nodes, "nodes", kmax + 2)
     x, w = _gauss_legendre(nodes)
     theta = (x + 1.0) * (np.pi / 2.0)
     w = w * (np.pi / 2.0)
@@ -303,8 +295,7 @@ def fit_decay(k, mu, *, kmin=20, kmax=None, parity="even", floor=None, offset=0.
     mu = np.asarray(mu, dtype=np.float64)
     if k.shape != mu.shape or k.ndim != 1:
         raise ValueError(f"k and mu must be 1-d arrays of one length; got shapes {k.shape} and {mu.shape}")
-    if parity not in ("even", "odd", "all"):
-        raise ValueError(f"parity must be 'even', 'odd' or 'all'; got {parity!r}")
+    check_choice(parity, "parity", ("even", "odd", "all"))
     sel = (k >= max(kmin, 1)) & (mu > 0)
     if kmax is not None:
         sel &= k <= kmax
@@ -321,8 +312,8 @@ def fit_decay(k, mu, *, kmin=20, kmax=None, parity="even", floor=None, offset=0.
 
 def sample_sphere(n, p, seed=0):
     """n points uniform on S^{p-1}: float64 (n, p) (normalized Gaussians, ``numpy.random.default_rng(seed)``)."""
-    n = _int_arg(n, "n", 1)
-    p = _int_arg(p, "p", 2)
+    n = check_int(n, "n", 1)
+    p = check_int(p, "p", 2)
     X = np.random.default_rng(seed).standard_normal((n, p))
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
@@ -352,8 +343,8 @@ DEFAULT_KERNELS = (("kappa0", 1), ("kappa1", 1), ("ntk", 1), ("ntk", 3), ("nngp"
 
 def spectrum(p=3, kmax=200, kernels=DEFAULT_KERNELS):
     """Eigenvalues of several kernels: ``kernels`` a sequence of (name, depth). Returns a :class:`Spectrum`."""
-    p = _int_arg(p, "p", 2)
-    kmax = _int_arg(kmax, "kmax", 4)
+    p = check_int(p, "p", 2)
+    kmax = check_int(kmax, "kmax", 4)
     ks = [kernel(n, d) for n, d in kernels]
     mu, floor = {}, {}
     for kd in ks:
@@ -502,10 +493,8 @@ class ActivationKernel:
     """
 
     def __init__(self, activation="relu", kind="ntk", w_std=2 ** 0.5, device="auto"):
-        if kind not in ("ntk", "nngp"):
-            raise ValueError(f"kind must be 'ntk' or 'nngp'; got {kind!r}")
-        if isinstance(w_std, bool) or not isinstance(w_std, numbers.Real) or not (0 < float(w_std) < np.inf):
-            raise ValueError(f"w_std must be a positive finite number; got {w_std!r}")
+        check_choice(kind, "kind", ("ntk", "nngp"))
+        w_std = check_real(w_std, "w_std", 0.0, strict=True, expected="a positive finite number")
         from ..kernel.arch import Dense, serial
         self.layer = activation_layer(activation)
         self.kind, self.w_std, self.device = kind, float(w_std), device
@@ -621,8 +610,8 @@ def activation_spectrum(activations=("relu", "erf", "gelu"), p=3, kmax=100, *, k
     """Mercer eigenvalues of the two-layer kernels (:class:`ActivationKernel`) of several activations on
     S^{p-1}: ``activations`` a sequence of names or layers (distinct). Returns a :class:`Spectrum` whose
     ``kernels`` are the ActivationKernels, keyed by their label (the activation's name)."""
-    p = _int_arg(p, "p", 2)
-    kmax = _int_arg(kmax, "kmax", 4)
+    p = check_int(p, "p", 2)
+    kmax = check_int(kmax, "kmax", 4)
     if isinstance(activations, str):
         activations = parse_activations(activations, "activations")
     ks = [ActivationKernel(a, kind, w_std, device) for a in activations]
@@ -645,8 +634,7 @@ def fit_geometric(k, mu, *, kmin=10, kmax=None, parity="all", floor=None, offset
     mu = np.asarray(mu, dtype=np.float64)
     if k.shape != mu.shape or k.ndim != 1:
         raise ValueError(f"k and mu must be 1-d arrays of one length; got shapes {k.shape} and {mu.shape}")
-    if parity not in ("even", "odd", "all"):
-        raise ValueError(f"parity must be 'even', 'odd' or 'all'; got {parity!r}")
+    check_choice(parity, "parity", ("even", "odd", "all"))
     sel = (k >= max(kmin, 1)) & (mu > 0)
     if kmax is not None:
         sel &= k <= kmax

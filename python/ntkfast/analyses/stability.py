@@ -28,6 +28,7 @@ import numbers
 import numpy as np
 
 from ..kernel.inputs import Kernels
+from ..validation import check_choice, check_int, check_real
 
 __all__ = ["random_field", "warp", "tangent_deform", "translate", "random_shift", "deform", "self_kernels",
            "relative_distances", "paired_distances", "to_mnist_size", "fig1", "Fig1Result", "fig1_table",
@@ -48,23 +49,6 @@ def _images(X, name="X"):
     return X.astype(np.float64, copy=False)
 
 
-def _real(v, name, minimum=0.0, strict=False):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {v!r}")
-    v = float(v)
-    if not np.isfinite(v) or v < minimum or (strict and v == minimum):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}; got {v}")
-    return v
-
-
-def _count(v, name, minimum=1):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an int; got {v!r}")
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {v}")
-    return int(v)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Transformations
 # ----------------------------------------------------------------------------------------------------------
@@ -77,7 +61,7 @@ def random_field(shape, rng, smoothness=4.0):
     from scipy.ndimage import gaussian_filter
     if len(shape) != 2:
         raise ValueError(f"shape must be (H, W); got {shape!r}")
-    smoothness = _real(smoothness, "smoothness", 0.0, strict=True)
+    smoothness = check_real(smoothness, "smoothness", 0.0, strict=True)
     rng = np.random.default_rng(rng)
     tau = np.stack([gaussian_filter(rng.standard_normal(tuple(shape)), smoothness, mode="wrap")
                     for _ in range(2)])
@@ -97,8 +81,7 @@ def warp(X, field, order=3):
     from scipy.ndimage import map_coordinates
     X = _images(X)
     field = _check_field(X, field)
-    if order not in range(6):
-        raise ValueError(f"order must be an int in 0..5; got {order!r}")
+    order = check_int(order, "order", 0, 5)
     H, W = X.shape[1:3]
     grid = np.mgrid[0:H, 0:W].astype(np.float64)
     coords = grid - field
@@ -138,7 +121,7 @@ def translate(X, shift):
 
 def random_shift(rng, max_shift=2):
     """A random integer translation (dy, dx), each uniform in [-max_shift, max_shift], not both zero."""
-    max_shift = _count(max_shift, "max_shift", 1)
+    max_shift = check_int(max_shift, "max_shift", 1)
     rng = np.random.default_rng(rng)
     while True:
         s = rng.integers(-max_shift, max_shift + 1, size=2)
@@ -153,9 +136,8 @@ def deform(X, alpha, rng, *, method="warp", smoothness=4.0, shift=None, order=3)
     shift : None, or an integer translation (dy, dx) applied after the deformation.
     Returns float64 (N, H, W, C)."""
     X = _images(X)
-    alpha = _real(alpha, "alpha")
-    if method not in ("warp", "tangent"):
-        raise ValueError(f"method must be 'warp' or 'tangent'; got {method!r}")
+    alpha = check_real(alpha, "alpha", 0.0)
+    check_choice(method, "method", ("warp", "tangent"))
     tau = alpha * random_field(X.shape[1:3], rng, smoothness)
     out = warp(X, tau, order) if method == "warp" else tangent_deform(X, tau)
     return out if shift is None else translate(out, shift)
@@ -196,7 +178,7 @@ def self_kernels(X, *, arch, device="auto", dtype="float64", batch=None):
     from ..kernel.arch import GlobalAvgPool
     if batch is None:
         batch = 1 if any(isinstance(l, GlobalAvgPool) for l in getattr(arch, "layers", ())) else 8
-    batch = _count(batch, "batch")
+    batch = check_int(batch, "batch", 1)
     X = np.asarray(X)
     nn, nt = np.empty(len(X)), np.empty(len(X))
     for i in range(0, len(X), batch):
@@ -302,15 +284,13 @@ def fig1(X, labels, *, arch=None, alphas=(0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0), n_
         raise ValueError(f"alphas must be a non-empty 1-d list of numbers >= 0; got {alphas!r}")
     if np.any(np.diff(alphas) <= 0):
         raise ValueError(f"alphas must be increasing; got {alphas.tolist()}")
-    n_ref = _count(n_ref, "n_ref")
-    n_deform = _count(n_deform, "n_deform")
-    n_compare = _count(n_compare, "n_compare", 2)
-    max_shift = _count(max_shift, "max_shift")
-    smoothness = _real(smoothness, "smoothness", 0.0, strict=True)
-    if method not in ("warp", "tangent"):
-        raise ValueError(f"method must be 'warp' or 'tangent'; got {method!r}")
-    if normalize not in ("none", "center_scale"):
-        raise ValueError(f"normalize must be 'none' or 'center_scale'; got {normalize!r}")
+    n_ref = check_int(n_ref, "n_ref", 1)
+    n_deform = check_int(n_deform, "n_deform", 1)
+    n_compare = check_int(n_compare, "n_compare", 2)
+    max_shift = check_int(max_shift, "max_shift", 1)
+    smoothness = check_real(smoothness, "smoothness", 0.0, strict=True)
+    check_choice(method, "method", ("warp", "tangent"))
+    check_choice(normalize, "normalize", ("none", "center_scale"))
     from ..data import normalize as _normalize
     prep = lambda Z: _normalize(Z, normalize)  # noqa: E731
     if n_ref + n_compare > len(X):

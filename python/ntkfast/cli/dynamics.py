@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from ..analyses.dynamics import _int, format_degree_table, format_mnist_table, jsonable, mnist_study, sphere_study
+from ..analyses.dynamics import format_degree_table, format_mnist_table, jsonable, mnist_study, sphere_study
 from ..analyses.plots import plot_dynamics_study
+from ..validation import check_int
 from .common import add_device_arg
 
 
@@ -45,10 +46,10 @@ def register_cli(sub):
 
 
 def _cli(args):
-    _int("--n", args.n, 10)
-    _int("--p", args.p, 2)
-    _int("--kmax", args.kmax, 1)
-    _int("--depth", args.depth, 2)
+    check_int(args.n, "--n", 10)
+    check_int(args.p, "--p", 2)
+    check_int(args.kmax, "--kmax", 1)
+    check_int(args.depth, "--depth", 2)
     if not str(args.out).lower().endswith(".png"):
         raise ValueError(f"--out must be a .png path; got {args.out!r}")
     if args.data is not None:

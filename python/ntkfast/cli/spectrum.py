@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..analyses.plots import plot_activation_spectrum, plot_spectrum
-from ..analyses.spectrum import (ACTIVATION_NAMES, _int_arg, activation_spectrum, activation_table, format_activation_table,
+from ..analyses.spectrum import (ACTIVATION_NAMES, activation_spectrum, activation_table, format_activation_table,
                                 format_table, parse_activations, spectrum, spectrum_table)
+from ..validation import check_int
 from .common import add_device_arg
 
 
@@ -38,9 +39,9 @@ def register_cli(sub):
 
 
 def _cli(args):
-    _int_arg(args.p, "--p", 2)
-    _int_arg(args.kmax, "--kmax", 20)
-    _int_arg(args.depth, "--depth", 1)
+    check_int(args.p, "--p", 2)
+    check_int(args.kmax, "--kmax", 20)
+    check_int(args.depth, "--depth", 1)
     from .common import check_out_option
     check_out_option(args.out, None, "--out", (".png",), gram=False)
     if args.activation is not None:

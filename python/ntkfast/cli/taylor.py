@@ -6,7 +6,7 @@ import time
 
 from ..analyses.plots import plot_taylor_study
 from ..analyses.taylor import ACTIVATIONS, MODELS, Study, fit_exponents, format_table, run_study
-from ..analyses.taylor.model import _choice, _float, _int, _seed
+from ..validation import check_choice, check_int, check_real, check_seed
 
 
 _QUICK = dict(dims=[8, 16], p=[2], r=[1], models=["quadratic", "randomized", "linearized", "ntk"],
@@ -87,7 +87,7 @@ def _load(paths):
 
 def _cli(args):
     from .common import check_out_option
-    threshold = _float("--threshold", args.threshold, 0.0, strict=True)
+    threshold = check_real(args.threshold, "--threshold", 0.0, strict=True)
     check_out_option(args.out, None, "--out", (".png",), gram=False)
     if args.json:
         check_out_option(args.json, None, "--json", None, gram=False)
@@ -103,7 +103,7 @@ def _cli(args):
     if args.models is not None:
         cfg["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
         for m in cfg["models"]:
-            _choice("--models", m, MODELS)
+            check_choice(m, "--models", MODELS)
     if args.width is not None:
         cfg["width"] = args.width
     if args.steps is not None:
@@ -113,9 +113,8 @@ def _cli(args):
     save = (lambda st: _save(st, args.json, threshold)) if args.json else None
     t0 = time.perf_counter()
     study = run_study(dims=cfg["dims"], ns=sorted(cfg["ns"]), targets=targets, models=cfg["models"],
-                      width=cfg["width"], steps=cfg["steps"], n_test=_int("--n-test", args.n_test),
-                      seed=_seed(args.seed), randomized_reg=_float("--reg", args.reg), noise=_float("--noise",
-                                                                                               args.noise),
+                      width=cfg["width"], steps=cfg["steps"], n_test=check_int(args.n_test, "--n-test", 1),
+                      seed=check_seed(args.seed), randomized_reg=check_real(args.reg, "--reg", 0.0), noise=check_real(args.noise, "--noise", 0.0),
                       activation=args.activation, max_n=max_n, on_record=save)
     return _report(study, args, threshold, t0)
 

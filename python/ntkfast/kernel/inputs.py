@@ -9,6 +9,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from ..validation import check_choice
 from .arch import Arch
 
 __all__ = ["Kernels", "check_arch", "check_inputs", "check_kind", "check_dtype", "check_layout", "to_nhwc",
@@ -33,9 +34,8 @@ def check_arch(arch):
 
 
 def check_kind(kind):
-    if kind not in KINDS:
-        raise ValueError(f"kind must be None (both), 'nngp' or 'ntk'; got {kind!r}")
-    return kind
+    """None (both kernels), 'nngp' or 'ntk'."""
+    return check_choice(kind, "kind", KINDS, expected="None (both), 'nngp' or 'ntk'")
 
 
 def check_dtype(dtype):

@@ -11,20 +11,16 @@
 """
 from __future__ import annotations
 
-import numbers
-
 from .arch import (AvgPool, Conv, Dense, FanInSum, FanOut, Flatten, GaussianPool, GlobalAvgPool, Identity, ReLU,
                    parallel, serial)
+
+from ..validation import check_choice, check_int
 
 __all__ = ["cntk", "myrtle", "bietti_mairal", "fc", "wrn", "resnet", "by_name", "NAMES"]
 
 
 def _depth(depth, name, minimum=1):
-    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
-        raise TypeError(f"{name}: depth must be an int; got {depth!r}")
-    if depth < minimum:
-        raise ValueError(f"{name}: depth must be >= {minimum}; got {depth}")
-    return int(depth)
+    return check_int(depth, f"{name}: depth", minimum)
 
 
 def cntk(depth=5, readout="gap"):
@@ -32,8 +28,7 @@ def cntk(depth=5, readout="gap"):
     Flatten ('flatten'), then Dense(). ``cntk(5, 'gap')`` is the gap5 workload of docs/design.md (section 4),
     ``cntk(5, 'flatten')`` flat5."""
     depth = _depth(depth, "cntk")
-    if readout not in ("gap", "flatten"):
-        raise ValueError(f"cntk: readout must be 'gap' or 'flatten'; got {readout!r}")
+    check_choice(readout, "cntk: readout", ("gap", "flatten"))
     body = [l for _ in range(depth) for l in (Conv(3), ReLU())]
     return serial(*body, GlobalAvgPool() if readout == "gap" else Flatten(), Dense())
 

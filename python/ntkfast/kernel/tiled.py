@@ -10,7 +10,6 @@ interrupted run resumes without recomputing them, ``memory_budget`` sets the til
 """
 from __future__ import annotations
 
-import numbers
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ import numpy as np
 from .inputs import check_arch, check_dtype, check_inputs, check_kind, check_layout, row_scales
 from .. import device as D
 from ..progress import PairProgress, check_progress, label_of
+from ..validation import check_choice, check_int
 
 __all__ = ["gram", "prepare", "GramJob", "compile_program", "compute_tile", "tiles", "save_npz"]
 
@@ -34,9 +34,7 @@ def compile_program(arch, input_shape):
 def _check_tile(tile):
     if tile is None:
         return None
-    if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 1:
-        raise ValueError(f"tile must be a positive int (images per tile side) or None; got {tile!r}")
-    return int(tile)
+    return check_int(tile, "tile", 1, expected="a positive int (images per tile side) or None")
 
 
 def tiles(n, m, tile, symmetric):
@@ -133,8 +131,7 @@ def save_npz(path, res, kind):
 
 def _output_module(output, out):
     """None for numpy results, the cupy module for output='cupy' (checked before any work)."""
-    if output not in ("numpy", "cupy"):
-        raise ValueError(f"output must be 'numpy' or 'cupy'; got {output!r}")
+    check_choice(output, "output", ("numpy", "cupy"))
     if output == "numpy":
         return None
     if out is not None:
@@ -322,8 +319,8 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
     tile = _check_tile(tile)
     check_progress(progress)
     layout = check_layout(layout)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None; got {threads!r}")
+    if threads is not None:
+        check_int(threads, "threads", 1, expected="a positive int or None")
     budget = None if memory_budget is None else M.parse_bytes(memory_budget, "memory_budget")
     arch = check_arch(arch)
     X, Y, plan = check_inputs(arch, X, Y, dtype=dt, layout=layout)

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from .. import device as D
 from ..kernel.arch import Arch
 from ..kernel.inputs import check_dtype
+from ..validation import check_choice
 from . import krr as _krr
 
 __all__ = ["NTKRegressor", "NTKClassifier"]
@@ -75,8 +76,7 @@ class _NTKBase(BaseEstimator):
 
     def _check_params(self):
         arch = _resolve_arch(self.arch)
-        if self.kind not in ("ntk", "nngp"):
-            raise ValueError(f"kind must be 'ntk' or 'nngp'; got {self.kind!r}")
+        check_choice(self.kind, "kind", ("ntk", "nngp"))
         check_dtype(self.dtype)
         D.check(self.device)
         _krr._check_ridges(self.ridge)

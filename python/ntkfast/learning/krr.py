@@ -38,6 +38,7 @@ from collections import namedtuple
 import numpy as np
 
 from .. import device as D
+from ..validation import check_choice, check_finite, check_int
 from ..data import prepare_images  # noqa: F401  (its documented path; it lives in ntkfast.data)
 
 __all__ = ["GramEigen", "KRR", "solve", "loo_predictions", "kfold_predictions", "select_ridge", "one_hot",
@@ -104,12 +105,6 @@ def _check_gram(K, name="K"):
         raise ValueError(f"{name} must be non-empty; got shape {tuple(K.shape)}")
     eps = float(np.finfo(K.dtype).eps) if K.dtype.kind == "f" else float(np.finfo(np.float64).eps)
     return K, eps
-
-
-def _check_finite(a, name, xp):
-    bad = int(a.size - int(xp.count_nonzero(xp.isfinite(a))))
-    if bad:
-        raise ValueError(f"{name} must be finite; got {bad} NaN/Inf entries")
 
 
 def _check_ridges(ridge, name="ridge"):
@@ -209,7 +204,7 @@ class GramEigen:
         self._gpu = xp is not np
         self.eps, self.n, self.dtype = eps, int(K.shape[0]), np.dtype(K.dtype)
         K = xp.asarray(K, dtype=xp.float64)
-        _check_finite(K, "K", xp)
+        check_finite(K, "K", xp)
         amax = float(xp.abs(K).max())
         asym = float(xp.abs(K - K.T).max())
         if asym > 10 * np.sqrt(eps) * amax:
@@ -343,10 +338,7 @@ def loo_predictions(K, Y, ridge, *, device="auto"):
 
 
 def _fold_indices(n, folds, random_state):
-    if isinstance(folds, bool) or not isinstance(folds, numbers.Integral):
-        raise TypeError(f"folds must be an int >= 2; got {folds!r}")
-    if not 2 <= folds <= n:
-        raise ValueError(f"folds must be between 2 and N = {n}; got {folds}")
+    folds = check_int(check_int(folds, "folds"), "folds", 2, n, expected=f"between 2 and N = {n}")
     perm = np.random.default_rng(random_state).permutation(n)
     return np.array_split(perm, int(folds))
 
@@ -363,7 +355,7 @@ def kfold_predictions(K, Y, ridge, *, folds=5, random_state=0, device="auto"):
     r, scalar = _check_ridges(ridge)
     Y2, one_d = _check_targets(Y, n)
     K = _to_numpy(K)
-    _check_finite(K, "K", np)
+    check_finite(K, "K", np)
     scale = float(np.trace(K)) / n
     parts = _fold_indices(n, folds, random_state)
     pred = np.empty((len(r), n, Y2.shape[1]))
@@ -404,8 +396,7 @@ def select_ridge(K, Y, ridges=DEFAULT_RIDGES, *, cv="loo", scoring="mse", random
     -------
     RidgeSelection(ridge, index, ridges, scores, mse, scoring); ``scores`` is higher-is-better.
     """
-    if scoring not in ("mse", "accuracy"):
-        raise ValueError(f"scoring must be 'mse' or 'accuracy'; got {scoring!r}")
+    check_choice(scoring, "scoring", ("mse", "accuracy"))
     r, _ = _check_ridges(ridges, "ridges")
     if cv == "loo":
         eig = eigen if eigen is not None else GramEigen(K, device=device)
@@ -448,8 +439,7 @@ class KRR:
 
         ``eigen``: a :class:`GramEigen` of this K to reuse (skips the factorization)."""
         r, scalar = _check_ridges(self.ridge)
-        if self.scoring not in ("mse", "accuracy"):
-            raise ValueError(f"scoring must be 'mse' or 'accuracy'; got {self.scoring!r}")
+        check_choice(self.scoring, "scoring", ("mse", "accuracy"))
         eig = eigen if eigen is not None else GramEigen(K, device=self.device)
         _check_targets(Y, eig.n)
         if scalar or len(r) == 1:
@@ -474,6 +464,6 @@ class KRR:
             raise ValueError(f"K_test must have shape (M, N) with N = {n} training points; got shape "
                              f"{tuple(K_test.shape)}")
         K_test = xp.asarray(K_test, dtype=xp.float64)
-        _check_finite(K_test, "K_test", xp)
+        check_finite(K_test, "K_test", xp)
         alpha = xp.asarray(self.alpha_) if xp is not np else _to_numpy(self.alpha_)
         return K_test @ alpha

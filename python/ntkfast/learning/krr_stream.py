@@ -39,6 +39,7 @@ from collections import namedtuple
 import numpy as np
 
 from .. import device as D
+from ..validation import check_finite, check_int, check_real
 
 __all__ = ["solve", "predict", "open_gram", "SolveInfo", "plan_blocks", "block_rows_for"]
 
@@ -203,24 +204,19 @@ def solve(K, Y, ridge, *, kind=None, tol=1e-6, maxiter=None, rank=None, block_ro
         Yn = Yn[:, None]
     if Yn.ndim != 2 or Yn.shape[0] != n:
         raise ValueError(f"Y must have shape (N,) or (N, T) with N = {n}; got {np.shape(Y)}")
-    if not np.isfinite(Yn).all():
-        raise ValueError("Y must be finite; got NaN/Inf")
-    if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not np.isfinite(ridge) or ridge < 0:
-        raise ValueError(f"ridge must be a finite float >= 0 (relative to tr(K)/N); got {ridge!r}")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
+    check_finite(Yn, "Y")
+    ridge = check_real(ridge, "ridge", 0.0, expected="a finite float >= 0 (relative to tr(K)/N)")
+    tol = check_real(tol, "tol", 0.0, strict=True, expected="a float in (0, 1)")
+    if tol >= 1:
         raise ValueError(f"tol must be a float in (0, 1); got {tol!r}")
-    maxiter = n if maxiter is None else maxiter
-    if isinstance(maxiter, bool) or not isinstance(maxiter, numbers.Integral) or maxiter < 1:
-        raise ValueError(f"maxiter must be a positive int; got {maxiter!r}")
-    rank = min(n, 256) if rank is None else rank
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank <= n:
-        raise ValueError(f"rank must be an int in [0, N={n}]; got {rank!r}")
+    maxiter = check_int(n if maxiter is None else maxiter, "maxiter", 1, expected="a positive int")
+    rank = check_int(min(n, 256) if rank is None else rank, "rank", 0, n, expected=f"an int in [0, N={n}]")
     T = Yn.shape[1]
     conc = ZARR_CONCURRENCY
     if block_rows is None:
         block_rows, conc = plan_blocks(K, T, rank, memory_budget)
-    elif isinstance(block_rows, bool) or not isinstance(block_rows, numbers.Integral) or block_rows < 1:
-        raise ValueError(f"block_rows must be a positive int; got {block_rows!r}")
+    else:
+        block_rows = check_int(block_rows, "block_rows", 1, expected="a positive int")
     xp = D.array_module(device)
     with _read_limit(K, conc), D.using(device):
         return _solve(K, Yn, vec, ridge, tol, maxiter, rank, block_rows, xp, seed, progress, return_info, t0)

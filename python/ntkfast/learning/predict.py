@@ -65,13 +65,13 @@ discrete steps, whole numbers.
 """
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections import namedtuple
 
 import numpy as np
 
 from .. import device as D
+from ..validation import check_choice, check_real
 from .krr import GramEigen, IllConditionedWarning, IndefiniteGramWarning, _check_targets
 
 __all__ = ["GradientFlow", "gp_inference", "Gaussian", "LossCurves", "KINDS"]
@@ -95,23 +95,6 @@ test set. Loss ``||f - Y||_F^2 / (2 N K)`` of the mean prediction (plus the mean
 
 # ----------------------------------------------------------------------------------------------------------
 # argument checks
-
-
-def _real(name, value, *, minimum=None, strict=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or (minimum is not None and (value < minimum or (strict and value == minimum))):
-        rel = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number{f' {rel} {minimum:g}' if minimum is not None else ''}; "
-                         f"got {value!r}")
-    return value
-
-
-def _kind(kind, allowed=KINDS):
-    if kind not in allowed:
-        raise ValueError(f"kind must be one of {', '.join(repr(k) for k in allowed)}; got {kind!r}")
-    return kind
 
 
 def _has_pair(k):
@@ -257,9 +240,9 @@ class GradientFlow:
     @D.on_device
     def __init__(self, k_train_train, y_train, *, kind="ntk", learning_rate=1.0, diag_reg=0.0,
                  diag_reg_absolute_scale=False, discrete=False, device="auto"):
-        self.kind = _kind(kind)
-        self.learning_rate = _real("learning_rate", learning_rate, minimum=0.0, strict=True)
-        diag_reg = _real("diag_reg", diag_reg, minimum=0.0)
+        self.kind = check_choice(kind, "kind", KINDS)
+        self.learning_rate = check_real(learning_rate, "learning_rate", 0.0, strict=True)
+        diag_reg = check_real(diag_reg, "diag_reg", 0.0)
         self.discrete = bool(discrete)
         K, name = _pick(k_train_train, kind, "k_train_train")
         if K is None:
@@ -609,7 +592,7 @@ def gp_inference(k_train_train, y_train, k_test_train=None, k_test_test=None, *,
     gives an :class:`ntkfast.krr.IllConditionedWarning`. To reuse
     the factorization for several test sets use ``GradientFlow(...).predict(numpy.inf, ...)``.
     """
-    _kind(kind, ("nngp", "ntk", "ntkgp"))
+    check_choice(kind, "kind", ("nngp", "ntk", "ntkgp"))
     if kind == "ntkgp":
         # the NNGP formulas with the NTK as the prior covariance
         blocks = [_pick(k, "ntk", nm)[0] for k, nm in ((k_train_train, "k_train_train"),

@@ -29,6 +29,7 @@ import uuid
 
 from .. import device as D
 from ..kernel import tiled as _tiled
+from ..validation import check_int
 
 __all__ = ["gram", "run"]
 
@@ -75,8 +76,7 @@ def gram(X, Y=None, *, arch, client, out, kind=None, device="auto", dtype="float
     if out is None:
         raise ValueError("out must be a store the workers can write to (a path ending in .zarr, or a zarr array); "
                          "got None")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int (CPU threads per task); got {threads!r}")
+    threads = check_int(threads, "threads", 1, expected="a positive int (CPU threads per task)")
     job = _tiled.prepare(X, Y, arch=arch, kind=kind, device=device, dtype=dtype, tile=tile, out=out, threads=threads,
                         memory_budget=memory_budget, progress=progress, resolve=False,
                         layout=layout)

@@ -52,12 +52,12 @@ softplus has an even sigma'' (sigmoid'), so its f^(2) is even in x and cannot fi
 from __future__ import annotations
 
 import math
-import numbers
 from collections import namedtuple
 
 import numpy as np
 
 from ... import device as D
+from ...validation import check_choice, check_int, check_real, check_seed
 
 __all__ = ["MODELS", "TRAINED", "ACTIVATIONS", "activation", "sphere", "PolynomialTarget", "TwoLayer",
            "Representation", "regularizer", "Objective", "History", "gradient_descent", "TaylorModel", "ntk_ridge"]
@@ -69,34 +69,6 @@ ACTIVATIONS = ("tanh", "softplus", "quadratic", "cubic", "relu")
 
 # ----------------------------------------------------------------------------------------------------------
 # argument checks
-
-
-def _choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
-    return value
-
-
-def _int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
-    return int(value)
-
-
-def _float(name, value, minimum=0.0, strict=False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < minimum or (strict and value == minimum):
-        rel = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number {rel} {minimum}; got {value!r}")
-    return float(value)
-
-
-def _seed(seed):
-    if seed is None or isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, a numpy Generator or None; got {seed!r}")
-    return int(seed)
 
 
 def _matrix(name, X, d=None, xp=np):
@@ -149,7 +121,7 @@ def activation(name, z, k=0):
     sigma'' = (1 - u^2)/4, sigma''' = -u (1 - u^2)/4.
     quadratic: z^2/2, z, 1, 0.  cubic: z^3/6, z^2/2, z, 1.  relu: max(z, 0), 1[z > 0], 0, 0.
     """
-    _choice("activation", name, ACTIVATIONS)
+    check_choice(name, "activation", ACTIVATIONS)
     if isinstance(k, bool) or k not in (0, 1, 2, 3):
         raise ValueError(f"k (derivative order) must be 0, 1, 2 or 3; got {k!r}")
     xp = D.xp_of(z)
@@ -179,8 +151,8 @@ def activation(name, z, k=0):
 def sphere(n, d, seed=None):
     """n points uniform on the sphere of radius sqrt(d) in R^d: float64 numpy (n, d). With this radius a
     unit vector beta gives E (beta^T x)^2 = 1 and E x x^T = I."""
-    n, d = _int("n", n), _int("d", d)
-    rng = np.random.default_rng(_seed(seed))
+    n, d = check_int(n, "n", 1), check_int(d, "d", 1)
+    rng = np.random.default_rng(check_seed(seed))
     g = rng.standard_normal((n, d))
     return g * (math.sqrt(d) / np.linalg.norm(g, axis=1, keepdims=True))
 
@@ -194,15 +166,15 @@ class PolynomialTarget:
     """
 
     def __init__(self, d, r=1, p=2, *, seed=None, n_mc=200_000):
-        self.d, self.r, self.p = _int("d", d), _int("r", r), _int("p", p)
+        self.d, self.r, self.p = check_int(d, "d", 1), check_int(r, "r", 1), check_int(p, "p", 1)
         if self.r > self.d:
             raise ValueError(f"r must be <= d = {self.d} (orthonormal directions); got {r!r}")
-        rng = np.random.default_rng(_seed(seed))
+        rng = np.random.default_rng(check_seed(seed))
         q, _ = np.linalg.qr(rng.standard_normal((self.d, self.r)))
         self.betas = q.T.copy()                      # (r, d), orthonormal rows
         self.alphas = np.ones(self.r)
         self.scale = 1.0
-        ref = sphere(_int("n_mc", n_mc), self.d, seed=12345)
+        ref = sphere(check_int(n_mc, "n_mc", 1), self.d, seed=12345)
         raw = self(ref)
         self.scale = 1.0 / float(raw.std())
         self.mean = float(raw.mean()) * self.scale
@@ -235,14 +207,14 @@ class TwoLayer:
 
     @D.on_device
     def __init__(self, d, width=400, activation="softplus", *, w0_scale=1.0, seed=None, device="cpu"):
-        self.d = _int("d", d)
-        self.m = _int("width", width, 2)
+        self.d = check_int(d, "d", 1)
+        self.m = check_int(width, "width", 2)
         if self.m % 2:
             raise ValueError(f"width must be even (neurons come in symmetric pairs); got {width!r}")
-        self.activation = _choice("activation", activation, ACTIVATIONS)
-        self.w0_scale = _float("w0_scale", w0_scale, 0.0, strict=True)
+        self.activation = check_choice(activation, "activation", ACTIVATIONS)
+        self.w0_scale = check_real(w0_scale, "w0_scale", 0.0, strict=True)
         self.xp = D.array_module(device)
-        rng = np.random.default_rng(_seed(seed))
+        rng = np.random.default_rng(check_seed(seed))
         half = self.m // 2
         W0 = rng.standard_normal((half, self.d)) * (self.w0_scale / math.sqrt(self.d))
         a = rng.choice(np.array([-1.0, 1.0]), size=half)
@@ -273,7 +245,7 @@ class TwoLayer:
     def taylor_term(self, X, W, k):
         """f^(k)(x) = (1/sqrt m) sum_r a_r sigma^(k)(w0_r^T x)/k! (w_r^T x)^k for k = 0..3 -> (N,)."""
         X, W = self._inputs(X, W)
-        k = _int("k", k, 0)
+        k = check_int(k, "k", 0)
         if k > 3:
             raise ValueError(f"k must be 0, 1, 2 or 3 (derivatives are analytic up to order 3); got {k}")
         U = X @ W.T
@@ -294,7 +266,7 @@ class TwoLayer:
     def output(self, model, X, W):
         """Prediction of a trained model: 'linearized' f^(1), 'quadratic'/'hierarchical' f^(2), 'full' f_W,
         'randomized' the sign average."""
-        _choice("model", model, TRAINED)
+        check_choice(model, "model", TRAINED)
         if model == "linearized":
             return self.taylor_term(X, W, 1)
         if model in ("quadratic", "hierarchical"):
@@ -308,7 +280,7 @@ def regularizer(W, reg):
     """R(W) = reg * (sum_r ||w_r||_2^4)^2 and its gradient 8 reg (sum_s ||w_s||^4) ||w_r||^2 w_r.
 
     W : (m, d) float array; reg >= 0. Returns (float, array like W)."""
-    reg = _float("reg", reg)
+    reg = check_real(reg, "reg", 0.0)
     sq = (W * W).sum(axis=1)                 # ||w_r||^2
     s4 = float((sq * sq).sum())
     return reg * s4 * s4, (8.0 * reg * s4) * sq[:, None] * W
@@ -330,7 +302,7 @@ class Objective:
     """
 
     def __init__(self, net, model, X, y, *, reg=0.0, rng=None, antithetic=True):
-        self.net, self.model = net, _choice("model", model, TRAINED[:4])
+        self.net, self.model = net, check_choice(model, "model", TRAINED[:4])
         self.antithetic = bool(antithetic)
         if net.activation == "relu" and model in ("quadratic", "randomized"):
             raise ValueError(f"activation 'relu' has sigma'' = 0 almost everywhere, so model {model!r} (driven by "
@@ -339,7 +311,7 @@ class Objective:
         xp = net.xp
         self.X = _matrix("X", X, net.d, xp)
         self.y = _vector("y", y, self.X.shape[0], xp)
-        self.reg = _float("reg", reg)
+        self.reg = check_real(reg, "reg", 0.0)
         self.rng = rng if rng is not None else np.random.default_rng()
         self.Z0 = self.X @ net.W0.T
         self.n = self.X.shape[0]
@@ -421,16 +393,16 @@ def gradient_descent(objective, W, *, steps=2000, lr="auto", noise=0.0, tol=1e-1
     objective : :class:`Objective` (or anything with resample(), value(W), value_and_grad(W)).
     W : initial (m, d) array (not modified). Returns (W, History).
     """
-    steps = _int("steps", steps, 0)
+    steps = check_int(steps, "steps", 0)
     auto = isinstance(lr, str)
     if auto:
-        _choice("lr", lr, ("auto",))
+        check_choice(lr, "lr", ("auto",))
         t = 1.0
     else:
-        t = _float("lr", lr, 0.0, strict=True)
-    noise = _float("noise", noise)
-    tol = _float("tol", tol)
-    rng = np.random.default_rng(_seed(seed))
+        t = check_real(lr, "lr", 0.0, strict=True)
+    noise = check_real(noise, "noise", 0.0)
+    tol = check_real(tol, "tol", 0.0)
+    rng = np.random.default_rng(check_seed(seed))
     xp = D.xp_of(W)
     W = W.copy()
     losses, lrs, stopped = [], [], "steps"
@@ -492,10 +464,10 @@ class Representation:
 
     @D.on_device
     def __init__(self, d, features=0, *, seed=None, device="cpu"):
-        self.d = _int("d", d)
-        self.features = _int("features", features, 0)
+        self.d = check_int(d, "d", 1)
+        self.features = check_int(features, "features", 0)
         self.xp = D.array_module(device)
-        rng = np.random.default_rng(_seed(seed))
+        rng = np.random.default_rng(check_seed(seed))
         V = rng.standard_normal((self.features, self.d))
         V /= np.linalg.norm(V, axis=1, keepdims=True) if self.features else 1.0
         self.dim = 1 + self.d + self.features
@@ -558,8 +530,8 @@ def ntk_ridge(X, y, X_test, *, depth=2, ridges=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e
     X = D.to_numpy(_matrix("X", X))
     X_test = D.to_numpy(_matrix("X_test", X_test, X.shape[1]))
     y = D.to_numpy(_vector("y", y, X.shape[0]))
-    depth = _int("depth", depth)
-    ridges = [float(_float("ridges[i]", r)) for r in ridges]
+    depth = check_int(depth, "depth", 1)
+    ridges = [float(check_real(r, "ridges[i]", 0.0)) for r in ridges]
     if not ridges:
         raise ValueError("ridges must be a non-empty sequence of numbers >= 0; got an empty one")
     arch = presets.fc(depth)
@@ -606,28 +578,28 @@ class TaylorModel:
     def __init__(self, model="quadratic", *, width=400, activation="softplus", steps=2000, lr="auto", noise=0.0,
                  tol=1e-10, init_scale=0.1, reg=0.0, features=0, ntk_depth=2,
                  ridges=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), seed=0, device="cpu"):
-        self.model = _choice("model", model, MODELS)
-        self.activation = _choice("activation", activation, ACTIVATIONS)
+        self.model = check_choice(model, "model", MODELS)
+        self.activation = check_choice(activation, "activation", ACTIVATIONS)
         if activation == "relu" and model in ("quadratic", "randomized", "hierarchical"):
             raise ValueError(f"activation 'relu' has sigma'' = 0 almost everywhere, so model {model!r} (driven by "
                              f"f^(2)) is identically 0 or untrainable; use 'softplus', 'tanh', 'quadratic' or "
                              f"'cubic'")
-        self.width = _int("width", width, 2)
+        self.width = check_int(width, "width", 2)
         if self.width % 2:
             raise ValueError(f"width must be even (neurons come in symmetric pairs); got {width!r}")
-        self.steps = _int("steps", steps, 0)
+        self.steps = check_int(steps, "steps", 0)
         if isinstance(lr, str):
-            _choice("lr", lr, ("auto",))
+            check_choice(lr, "lr", ("auto",))
         else:
-            _float("lr", lr, 0.0, strict=True)
+            check_real(lr, "lr", 0.0, strict=True)
         self.lr = lr
-        self.noise, self.tol = _float("noise", noise), _float("tol", tol)
-        self.init_scale, self.reg = _float("init_scale", init_scale), _float("reg", reg)
-        self.features, self.ntk_depth = _int("features", features, 0), _int("ntk_depth", ntk_depth)
+        self.noise, self.tol = check_real(noise, "noise", 0.0), check_real(tol, "tol", 0.0)
+        self.init_scale, self.reg = check_real(init_scale, "init_scale", 0.0), check_real(reg, "reg", 0.0)
+        self.features, self.ntk_depth = check_int(features, "features", 0), check_int(ntk_depth, "ntk_depth", 1)
         if isinstance(ridges, (str, bytes)) or not hasattr(ridges, "__len__") or len(ridges) == 0:
             raise ValueError(f"ridges must be a non-empty sequence of relative ridges >= 0; got {ridges!r}")
-        self.ridges = tuple(_float("ridges[i]", r) for r in ridges)
-        self.seed, self.device = _seed(seed), D.check(device)
+        self.ridges = tuple(check_real(r, "ridges[i]", 0.0) for r in ridges)
+        self.seed, self.device = check_seed(seed), D.check(device)
 
     @D.on_device
     def fit(self, X, y):

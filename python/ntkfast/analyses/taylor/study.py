@@ -17,7 +17,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from .model import MODELS, PolynomialTarget, TaylorModel, _choice, _seed, sphere
+from ...validation import check_choice, check_seed
+from .model import MODELS, PolynomialTarget, TaylorModel, sphere
 
 __all__ = ["THEORY_EXPONENT", "Study", "hierarchical_features", "default_activation", "run_study", "crossing",
            "fit_exponents", "format_table"]
@@ -68,9 +69,9 @@ def run_study(*, dims=(8, 16), ns=(16, 32, 64, 128, 256, 512), targets=((2, 1),)
     :class:`Study` after each fit (e.g. to save it). Returns :class:`Study`.
     """
     for mdl in models:
-        _choice("models[i]", mdl, MODELS)
+        check_choice(mdl, "models[i]", MODELS)
     records = []
-    base = np.random.default_rng(_seed(seed))
+    base = np.random.default_rng(check_seed(seed))
     cfg = dict(dims=list(dims), ns=list(ns), targets=[list(t) for t in targets], models=list(models),
                width=width, steps=steps, n_test=n_test, seed=seed, randomized_reg=randomized_reg, noise=noise,
                activation=activation)
