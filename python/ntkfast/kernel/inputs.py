@@ -5,6 +5,7 @@ shape or values) with the argument's name, what was expected and what was given.
 """
 from __future__ import annotations
 
+import hashlib
 from collections import namedtuple
 
 import numpy as np
@@ -12,8 +13,9 @@ import numpy as np
 from ..validation import check_choice
 from .arch import Arch
 
-__all__ = ["Kernels", "check_arch", "check_inputs", "check_kind", "check_dtype", "check_layout", "to_nhwc",
-           "is_homogeneous", "safe_range", "row_scales", "KINDS", "LAYOUTS"]
+__all__ = ["Kernels", "Inputs", "check_arch", "check_inputs", "read_inputs", "check_kind", "check_dtype",
+           "check_layout", "to_nhwc", "row_max", "fingerprint", "is_homogeneous", "safe_range", "row_scales", "KINDS",
+           "LAYOUTS"]
 
 Kernels = namedtuple("Kernels", ["nngp", "ntk"])
 Kernels.__doc__ = """The two kernels of one architecture: ``nngp`` (NNGP / CKN, last-layer-only) and ``ntk``."""
@@ -121,16 +123,31 @@ def check_inputs(arch, X, Y=None, *, dtype=np.float64, layout=None):
 
     Images: ``(N, H, W, C)`` for convolutional nets (``(N, H, W)``: one channel; ``layout`` as in
     :func:`to_nhwc`: channels-first-looking shapes are refused unless a layout is given); vectors ``(N, D)``
-    for fully-connected nets. Y must match X in every axis but the first. Empty inputs, NaN and Inf are
-    refused.
+    for fully-connected nets. Y must match X in every axis but the first. Empty inputs, NaN and Inf, and
+    values that overflow ``dtype`` are refused. Returns (X, Y, plan); :func:`read_inputs` also returns the
+    row magnitudes found on the way.
     """
+    return read_inputs(arch, X, Y, dtype=dtype, layout=layout)[:3]
+
+
+Inputs = namedtuple("Inputs", ["X", "Y", "plan", "x_max", "y_max"])
+Inputs.__doc__ = """Checked inputs of :func:`read_inputs`: X, Y (None for a symmetric Gram) as C-contiguous arrays of
+the requested dtype, the arch's plan for their shape, and float64 (N,) / (M,) largest |entry| of each row
+(None for a missing Y)."""
+
+
+def read_inputs(arch, X, Y=None, *, dtype=np.float64, layout=None):
+    """:func:`check_inputs`, returning :class:`Inputs`: the arrays converted once, then one pass over each
+    that finds NaN, Inf and overflow of the conversion and the row magnitudes that :func:`row_scales` needs.
+    Errors name the argument (NaN/Inf entries of the input are counted only once the pass has found some)."""
     arch = check_arch(arch)
     layout = check_layout(layout)
+    dt = np.dtype(dtype)
     out = []
     expect = "(N, H, W, C)" if arch.convolutional else "(N, D)"
     for name, a in (("X", X), ("Y", Y)):
         if a is None:
-            out.append(None)
+            out += [None, None]
             continue
         arr = _as_array(a, name)
         if arch.convolutional:
@@ -142,16 +159,44 @@ def check_inputs(arch, X, Y=None, *, dtype=np.float64, layout=None):
                              f"{arr.shape}")
         if arr.shape[0] == 0 or 0 in arr.shape:
             raise ValueError(f"{name} must be non-empty with shape {expect}; got shape {arr.shape}")
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-            raise ValueError(f"{name} must be finite; got {bad} NaN/Inf entries")
-        with np.errstate(over="ignore"):  # overflow of the cast is reported by gram() as a clear error
-            out.append(np.ascontiguousarray(arr, dtype=dtype))
-    X, Y = out
+        with np.errstate(over="ignore"):  # an overflow of the cast is reported below
+            conv = np.ascontiguousarray(arr, dtype=dt)
+        # the one pass over the data: the largest |entry| of each row, NaN or Inf where a row has one
+        amax = row_max(conv)
+        if not np.isfinite(amax).all():
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+                raise ValueError(f"{name} must be finite; got {bad} NaN/Inf entries")
+            hint = "; use dtype='float64'" if dt == np.float32 else ""
+            raise ValueError(f"{name} overflows {dt.name}: values beyond its range became Inf{hint}")
+        out += [conv, amax]
+    X, x_max, Y, y_max = out
     if Y is not None and Y.shape[1:] != X.shape[1:]:
         raise ValueError(f"X and Y must agree in every axis but the first; got X {X.shape} and Y {Y.shape}")
     plan = arch.plan(X.shape[1:])
-    return X, Y, plan
+    return Inputs(X, Y, plan, x_max, y_max)
+
+
+def fingerprint(a):
+    """'shape:dtype:blake2b-hex' of an array's bytes (C order), or None: the identity of a Gram's inputs in a
+    resumable store's metadata (:mod:`ntkfast.store`) and the key of the estimators' cached training Gram."""
+    if a is None:
+        return None
+    a = np.ascontiguousarray(a)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(memoryview(a).cast("B"))
+    return f"{'x'.join(map(str, a.shape))}:{a.dtype.name}:{h.hexdigest()}"
+
+
+def row_max(A, block_bytes=1 << 22):
+    """float64 (N,): the largest |entry| of each row of A (N, ...); NaN or Inf for a row that has one.
+    One pass, in blocks of rows of about ``block_bytes`` (so that the temporary |A| stays small)."""
+    A = A.reshape(len(A), -1)
+    rows = max(1, block_bytes // max(1, A.shape[1] * A.itemsize))
+    out = np.empty(len(A), dtype=np.float64)
+    for r0 in range(0, len(A), rows):
+        out[r0:r0 + rows] = np.abs(A[r0:r0 + rows]).max(axis=1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -177,7 +222,7 @@ def is_homogeneous(arch):
     return check_arch(arch).homogeneous
 
 
-def row_scales(arch, A, dtype, name="X"):
+def row_scales(arch, A, dtype, name="X", amax=None):
     """Power-of-two row scales that keep the recursion of ``arch`` in ``dtype``'s safe range, or None.
 
     Returns None when every row's largest |entry| is 0 or within :func:`safe_range` (nothing to do). For a
@@ -188,7 +233,7 @@ def row_scales(arch, A, dtype, name="X"):
     naming ``name``, its largest (or smallest) magnitude and the remedy.
     """
     dt = np.dtype(dtype)
-    amax = np.abs(A.reshape(len(A), -1)).max(axis=1).astype(np.float64)
+    amax = row_max(A) if amax is None else amax
     lo, hi = safe_range(dt)
     nz = amax > 0
     if not np.any(nz & ((amax < lo) | (amax > hi))):

@@ -13,13 +13,20 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import numpy as np
 
-from .inputs import check_arch, check_dtype, check_inputs, check_kind, check_layout, row_scales
 from .. import device as D
 from ..progress import PairProgress, check_progress, label_of
 from ..validation import check_choice, check_int
+from .arch import Arch
+from .inputs import check_arch, check_dtype, check_kind, check_layout, fingerprint, read_inputs, row_scales
+
+if TYPE_CHECKING:  # field types of GramJob (the storage modules are imported when a job is prepared)
+    from ..storage.memory import MemoryEstimate
+    from ..storage.store import Store
 
 __all__ = ["gram", "prepare", "GramJob", "compile_program", "compute_tile", "tiles", "save_npz"]
 
@@ -146,19 +153,38 @@ def _output_module(output, out):
 _META_ORDER = ("arch", "dtype", "kinds", "shape", "symmetric", "X", "Y", "tile")
 
 
+@dataclass(eq=False)
 class GramJob:
-    """A prepared Gram computation: checked inputs, chosen tile, opened store, pending tiles.
+    """A prepared Gram computation (made by :func:`prepare`): checked inputs, chosen tile, opened store,
+    pending tiles.
 
-    Attributes: ``X``, ``Y`` (None for a symmetric Gram), ``n``, ``m``, ``names`` (kernels), ``dtype``,
-    ``device``, ``tile``, ``tiles`` (all, as [((a, b), ((i0, i1), (j0, j1)))] with tile-grid indices a, b),
-    ``pending`` (those not marked done), ``store`` (:class:`ntkfast.store.Store`), ``estimate``
-    (:class:`ntkfast.memory.MemoryEstimate`), ``threads`` (0 = backend default), ``budget`` (bytes or None),
-    ``scales`` (None, or power-of-two row exponents (ex, ey) of X and Y rescaled into float's safe range; X
-    and Y are then the rescaled rows, and tiles are scaled back: see :func:`ntkfast.inputs.row_scales`).
+    Fields: ``arch``, ``kind``, ``X``, ``Y`` (None for a symmetric Gram), ``n``, ``m``, ``names`` (kernels),
+    ``dtype``, ``device``, ``input_shape``, ``tile``, ``tiles`` (all, as [((a, b), ((i0, i1), (j0, j1)))]
+    with tile-grid indices a, b), ``pending`` (those not marked done), ``store``
+    (:class:`ntkfast.store.Store`), ``estimate`` (:class:`ntkfast.memory.MemoryEstimate`), ``threads``
+    (0 = backend default), ``budget`` (bytes or None), ``scales`` (None, or power-of-two row exponents
+    (ex, ey) of X and Y rescaled into float's safe range; X and Y are then the rescaled rows, and tiles are
+    scaled back: see :func:`ntkfast.inputs.row_scales`).
     """
 
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
+    arch: Arch
+    kind: Optional[str]
+    X: np.ndarray = field(repr=False)
+    Y: Optional[np.ndarray] = field(repr=False)
+    n: int
+    m: int
+    names: Tuple[str, ...]
+    dtype: np.dtype
+    device: str
+    input_shape: Tuple[int, ...]
+    tile: int
+    tiles: list = field(repr=False)
+    pending: list = field(repr=False)
+    store: Store = field(repr=False)
+    estimate: MemoryEstimate
+    threads: int = 0
+    budget: Optional[int] = None
+    scales: Optional[tuple] = field(default=None, repr=False)
 
     @property
     def symmetric(self):
@@ -313,7 +339,7 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
     Returns a :class:`GramJob`; ``job.run()`` computes it here, :mod:`ntkfast.distributed` on a Dask cluster.
     """
     from ..storage import memory as M
-    from ..storage.store import open_store, fingerprint, FORMAT, StoreMismatchError, check_out_path
+    from ..storage.store import FORMAT, StoreMismatchError, check_out_path, open_store
     check_kind(kind)
     dt = check_dtype(dtype)
     tile = _check_tile(tile)
@@ -323,15 +349,25 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
         check_int(threads, "threads", 1, expected="a positive int or None")
     budget = None if memory_budget is None else M.parse_bytes(memory_budget, "memory_budget")
     arch = check_arch(arch)
-    X, Y, plan = check_inputs(arch, X, Y, dtype=dt, layout=layout)
-    for name, a in (("X", X), ("Y", Y)):
-        if a is not None and not np.isfinite(a).all():
-            hint = "; use dtype='float64'" if dt == np.float32 else ""
-            raise ValueError(f"{name} overflows {dt.name}: values beyond its range became Inf{hint}")
+    # one pass over each input: NaN/Inf, overflow of the conversion and the row magnitudes (read_inputs)
+    X, Y, plan, x_max, y_max = read_inputs(arch, X, Y, dtype=dt, layout=layout)
+    dev = D.backend(device) if resolve else D.check(device)
+    default_tile = DEFAULT_TILE["cuda" if D.is_cuda(dev) else "cpu"]
+    input_shape = tuple(plan.input_shape)
+    prog = compile_program(arch, input_shape)            # the plan's program: compiled once, by read_inputs
+    sym = Y is None
+    n = len(X)
+    m = n if sym else len(Y)
+    names = ("nngp", "ntk") if kind is None else (kind,)
+    if isinstance(out, (str, os.PathLike)):
+        check_out_path(out, kind, "out")
+    store, create = open_store(out, kind, (n, m), dt)
+    meta = store.read_meta()
+    # the inputs' identity, hashed only for a store that records it (before any rescaling below)
+    fp_x, fp_y = (fingerprint(X), fingerprint(Y)) if store.records_meta else (None, None)
     # magnitudes outside dtype's safe range: rescale rows exactly (homogeneous nets) or refuse
-    fp_x, fp_y = fingerprint(X), fingerprint(Y)
-    ex = row_scales(arch, X, dt, "X")
-    ey = None if Y is None else row_scales(arch, Y, dt, "Y")
+    ex = row_scales(arch, X, dt, "X", amax=x_max)
+    ey = None if Y is None else row_scales(arch, Y, dt, "Y", amax=y_max)
     scales = None
     if ex is not None or ey is not None:
         ex = np.zeros(len(X), np.int64) if ex is None else ex
@@ -342,53 +378,36 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
             ey = np.zeros(len(Y), np.int64) if ey is None else ey
             Y = np.ldexp(Y, ey[(slice(None),) + (None,) * (Y.ndim - 1)].astype(np.int32)).astype(dt, copy=False)
             scales = (ex, ey)
-    dev = D.backend(device) if resolve else D.check(device)
-    default_tile = DEFAULT_TILE["cuda" if D.is_cuda(dev) else "cpu"]
-    input_shape = tuple(plan.input_shape)
-    prog = compile_program(arch, input_shape)
-    sym = Y is None
-    n = len(X)
-    m = n if sym else len(Y)
-    names = ("nngp", "ntk") if kind is None else (kind,)
-    if isinstance(out, (str, os.PathLike)):
-        check_out_path(out, kind, "out")
-    store, create = open_store(out, kind, (n, m), dt)
-    meta = store.read_meta()
 
     # tile: the store's, the caller's, the budget's or the default; zarr arrays need whole chunks per tile
-    chunks = store.chunks if store.kind == "zarr" and store._arrays else None
+    chunks = store.existing_chunks
     multiple = int(np.lcm(*chunks)) if chunks else 1
     stored_tile = meta.get("tile") if meta else None
     if tile is not None and stored_tile is not None and tile != stored_tile:
         raise StoreMismatchError(store.location, [("tile", stored_tile, tile)])
     if tile is None and stored_tile is not None:
         tile = int(stored_tile)
-    kinds, isz = len(names), dt.itemsize
-    nthreads_model = threads or M.default_threads()
-
-    def est(t):
-        return M.estimate(arch, input_shape, n, None if sym else m, program=prog, kinds=kinds, itemsize=isz,
-                          tile=t, threads=nthreads_model, store=store.kind)
+    # the memory model: everything but the tile computed once (per-thread workspace from the C++ engine)
+    model = M.MemoryModel(input_shape, n, None if sym else m, program=prog, kinds=len(names), itemsize=dt.itemsize,
+                          threads=threads or M.default_threads(), store=store.kind)
     if tile is None:
         if budget is not None:
-            e0 = est(0)
-            fixed = e0.total - e0.per_tile
             cap = max(min(4 * default_tile, max(n, m)), multiple)
-            tile = M.choose_tile(budget, fixed, kinds, isz, store.kind, cap, multiple, prog)
+            tile = model.choose_tile(budget, cap, multiple)
             if tile is None:
-                e1 = est(multiple)
+                e1 = model.at(multiple)
                 raise MemoryError(_budget_message(budget, e1.total, e1, store.kind, multiple))
         else:
             tile = max(multiple, default_tile // multiple * multiple)
     if chunks and (tile % chunks[0] or tile % chunks[1]):
         raise ValueError(f"tile={tile} must be a multiple of the zarr chunk shape {chunks} of out, so that tiles "
                          "never share a chunk")
-    estimate = est(tile)
+    estimate = model.at(tile)
     if budget is not None and estimate.total > budget:
         raise MemoryError(_budget_message(budget, estimate.total, estimate, store.kind, tile))
 
     new_meta = None
-    if store.resumable or store.kind == "zarr":
+    if store.records_meta:
         new_meta = {"format": FORMAT, "arch": repr(arch), "dtype": dt.name, "kinds": list(names), "shape": [n, m],
                     "symmetric": sym, "tile": tile, "X": fp_x, "Y": fp_y,
                     "layout": "full matrix; symmetric: tiles with j0 >= i0 computed, lower triangle mirrored on write"}

@@ -15,8 +15,6 @@ Ridges are relative to the trace of the training Gram: the system solved is
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
@@ -24,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import device as D
 from ..kernel.arch import Arch
-from ..kernel.inputs import check_dtype
+from ..kernel.inputs import check_dtype, fingerprint
 from ..validation import check_choice
 from . import krr as _krr
 
@@ -45,13 +43,6 @@ def _resolve_arch(arch):
         return by_name(arch)
     raise TypeError(f"arch must be an ntkfast Arch (ntkfast.serial(...) or ntkfast.presets) or a preset name "
                     f"such as 'gap5' or 'fc3'; got {type(arch).__name__}")
-
-
-def _digest(X):
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str((X.shape, X.dtype.str)).encode())
-    h.update(np.ascontiguousarray(X).view(np.uint8).ravel())
-    return h.hexdigest()
 
 
 class _NTKBase(BaseEstimator):
@@ -123,7 +114,7 @@ class _NTKBase(BaseEstimator):
                     threads=self.threads)
 
     def _train_gram(self, X, arch):
-        key = (repr(arch), self.kind, str(np.dtype(self.dtype)), self.device, _digest(X))
+        key = (repr(arch), self.kind, str(np.dtype(self.dtype)), self.device, fingerprint(X))
         cache = getattr(self, "_gram_cache", None)
         if cache is not None and cache[0] == key:
             return cache[1], cache[2]

@@ -28,7 +28,8 @@ from collections import namedtuple
 
 import numpy as np
 
-__all__ = ["parse_bytes", "MemoryEstimate", "estimate", "choose_tile", "format_bytes", "default_threads"]
+__all__ = ["parse_bytes", "MemoryEstimate", "MemoryModel", "estimate", "choose_tile", "format_bytes",
+           "default_threads"]
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -89,20 +90,46 @@ def tile_bytes(t, kinds, itemsize, store, program=None):
     return int(b)
 
 
+class MemoryModel:
+    """The memory model of one (n, m) Gram (m = None for symmetric) for every tile size: the parts that do
+    not depend on the tile (inputs, self data, outputs, the per-thread workspace from the C++ engine) are
+    computed once, when the model is made; :meth:`at` adds one tile, :meth:`choose_tile` finds the largest
+    tile within a budget.
+
+    store : 'array' (outputs held in memory), 'memmap' or 'zarr'.
+    """
+
+    def __init__(self, input_shape, n, m, *, program, kinds, itemsize, threads, store):
+        d = int(np.prod(input_shape))
+        images = n + (m or 0)
+        self.program, self.kinds, self.itemsize, self.store, self.threads = program, kinds, itemsize, store, threads
+        self.inputs = images * d * itemsize
+        self.self_data = images * program.self_size * itemsize
+        self.outputs = kinds * n * (m or n) * itemsize if store == "array" else 0
+        self.per_thread = per_thread_bytes(program, itemsize)
+        self.fixed = self.inputs + self.self_data + self.outputs + threads * self.per_thread
+
+    def tile_bytes(self, tile):
+        return tile_bytes(tile, self.kinds, self.itemsize, self.store, self.program)
+
+    def at(self, tile):
+        """The :class:`MemoryEstimate` with tiles of side ``tile``."""
+        tb = self.tile_bytes(tile)
+        return MemoryEstimate(self.inputs, self.self_data, self.outputs, tb, self.per_thread, self.threads,
+                              self.fixed + tb)
+
+    def choose_tile(self, budget, cap, multiple=1):
+        """Largest tile t <= cap, a multiple of ``multiple``, whose estimate is within ``budget``; None if none."""
+        return choose_tile(budget, self.fixed, self.kinds, self.itemsize, self.store, cap, multiple, self.program)
+
+
 def estimate(arch, input_shape, n, m, *, program, kinds, itemsize, tile, threads, store):
     """The memory model for an (n, m) Gram (m = None for symmetric) in tiles of ``tile``.
 
-    store : 'array' (outputs held in memory), 'memmap' or 'zarr'. Returns a :class:`MemoryEstimate`.
-    """
-    d = int(np.prod(input_shape))
-    images = n + (m or 0)
-    inputs = images * d * itemsize
-    selfd = images * program.self_size * itemsize
-    outputs = kinds * n * (m or n) * itemsize if store == "array" else 0
-    pt = per_thread_bytes(program, itemsize)
-    tb = tile_bytes(tile, kinds, itemsize, store, program)
-    total = inputs + selfd + outputs + tb + threads * pt
-    return MemoryEstimate(inputs, selfd, outputs, tb, pt, threads, total)
+    store : 'array' (outputs held in memory), 'memmap' or 'zarr'. Returns a :class:`MemoryEstimate`
+    (:class:`MemoryModel` gives it for any tile without recomputing the rest)."""
+    return MemoryModel(input_shape, n, m, program=program, kinds=kinds, itemsize=itemsize, threads=threads,
+                       store=store).at(tile)
 
 
 def choose_tile(budget, fixed, kinds, itemsize, store, cap, multiple=1, program=None):

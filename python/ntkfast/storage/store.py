@@ -24,13 +24,12 @@ the same file.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
 import numpy as np
 
-from ..kernel.inputs import Kernels
+from ..kernel.inputs import Kernels, fingerprint  # noqa: F401  (fingerprint: part of this module's API)
 
 __all__ = ["Store", "open_store", "fingerprint", "check_out_path", "StoreMismatchError", "arch_label", "FORMAT"]
 
@@ -183,16 +182,6 @@ def check_out_path(out, kind, name="out"):
     return path
 
 
-def fingerprint(a):
-    """'shape:dtype:blake2b-hex' of an array's bytes (C order), or None."""
-    if a is None:
-        return None
-    a = np.ascontiguousarray(a)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(memoryview(a).cast("B"))
-    return f"{'x'.join(map(str, a.shape))}:{a.dtype.name}:{h.hexdigest()}"
-
-
 def _atomic_write_text(path, text):
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as f:
@@ -226,8 +215,9 @@ class Store:
     """
 
     def __init__(self, kind, names, arrays=None, paths=None, meta_path=None, done_dir=None, zarr_meta=None,
-                 location=None, group=None, legacy_done_dir=None):
+                 location=None, group=None, legacy_done_dir=None, shape=None, dtype=None):
         self.kind, self.names = kind, tuple(names)
+        self._shape, self._dtype = (None if shape is None else tuple(shape)), dtype   # of arrays to create
         self._arrays = arrays            # name -> array (array / zarr); memmaps are opened lazily
         self._paths = paths              # name -> .npy path (memmap)
         self._meta_path = meta_path      # memmap sidecar
@@ -257,6 +247,20 @@ class Store:
         if self.kind != "zarr":
             return None
         return tuple(self.arrays()[self.names[0]].chunks)
+
+    @property
+    def existing_chunks(self):
+        """(rows, cols) chunk shape of the zarr arrays this store already holds (given, or found in an
+        existing group), which every tile must cover whole; None when there are none yet or not zarr."""
+        if self.kind != "zarr" or not self._arrays:
+            return None
+        return tuple(next(iter(self._arrays.values())).chunks)
+
+    @property
+    def records_meta(self):
+        """Whether the store keeps the metadata of its Gram (arch, dtype, inputs' fingerprints, tile): resumable
+        stores and zarr arrays do; in-memory arrays do not."""
+        return self.resumable or self.kind == "zarr"
 
     # metadata -------------------------------------------------------------------------------------------
     def read_meta(self):
@@ -329,8 +333,21 @@ class Store:
         os.makedirs(self.done_dir, exist_ok=True)
         _atomic_write_text(os.path.join(self.done_dir, f"{a}_{b}"), f"{i0} {i1} {j0} {j1}\n")
 
-    def marker_path(self, a, b):
-        return None if not self.resumable else os.path.join(self.done_dir, f"{a}_{b}")
+    def _create_zarr_arrays(self, tile):
+        """Create the missing arrays of a zarr group store, chunked (tile, tile), NaN-filled, uncompressed."""
+        g = self._group
+        for k in self.names:
+            if k not in g:
+                self._arrays[k] = g.create_array(k, shape=self._shape, chunks=(tile, tile), dtype=self._dtype,
+                                                 compressors=None, fill_value=np.nan)
+            else:
+                self._arrays[k] = g[k]
+        return self
+
+    def _attach(self, arrays):
+        """Hold ``arrays`` ({name: array}) once they exist (a memmap created on first write)."""
+        self._arrays = dict(arrays)
+        return self
 
     def result(self, kind):
         arrs = self.arrays()
@@ -441,7 +458,7 @@ def _zarr_path_store(path, names, shape, dt):
 
     def create(tile):
         g = zarr.open_group(path, mode="a")
-        return _zarr_group_store(g, names, shape, dt, location=path)[0]._create(tile)
+        return _zarr_group_store(g, names, shape, dt, location=path)[0]._create_zarr_arrays(tile)
     st = Store("zarr", names, arrays=None, zarr_meta=None, done_dir=_done_dirs(path, names)[0], location=path)
     return st, create
 
@@ -449,27 +466,8 @@ def _zarr_path_store(path, names, shape, dt):
 def _zarr_group_store(g, names, shape, dt, location):
     done_dir, legacy = _done_dirs(_local_dir(g), names)
     st = Store("zarr", names, arrays={k: g[k] for k in names if k in g}, zarr_meta=[g],
-               done_dir=done_dir, legacy_done_dir=legacy, location=location, group=g)
-    st._shape, st._dtype = tuple(shape), dt
-
-    def create(tile):
-        return st._create(tile)
-    return st, create
-
-
-def _create_zarr(self, tile):
-    """Create the missing arrays of a zarr group store, chunked (tile, tile), NaN-filled, uncompressed."""
-    g = self._group
-    for k in self.names:
-        if k not in g:
-            self._arrays[k] = g.create_array(k, shape=self._shape, chunks=(tile, tile), dtype=self._dtype,
-                                             compressors=None, fill_value=np.nan)
-        else:
-            self._arrays[k] = g[k]
-    return self
-
-
-Store._create = _create_zarr
+               done_dir=done_dir, legacy_done_dir=legacy, location=location, group=g, shape=shape, dtype=dt)
+    return st, st._create_zarr_arrays
 
 
 def _npy_store(path, names, shape, dt):
@@ -486,6 +484,5 @@ def _npy_store(path, names, shape, dt):
         a = np.load(path, mmap_mode="r+")
         if a.shape != tuple(shape) or a.dtype != dt:
             raise ValueError(f"out={path!r} holds a {a.dtype} array of shape {a.shape}; expected {dt.name} {tuple(shape)}")
-        st._arrays = {names[0]: a}
-        return st
+        return st._attach({names[0]: a})
     return st, create
