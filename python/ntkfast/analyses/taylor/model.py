@@ -52,6 +52,7 @@ softplus has an even sigma'' (sigmoid'), so its f^(2) is even in x and cannot fi
 from __future__ import annotations
 
 import math
+import warnings
 from collections import namedtuple
 
 import numpy as np
@@ -496,24 +497,6 @@ class Representation:
 # the infinite-width NTK
 
 
-def _krr_fallback(K, y, Kt, ridges):
-    """Leave-one-out ridge selection by one eigendecomposition (used only if ntkfast.krr is unavailable)."""
-    import scipy.linalg
-    scale = np.trace(K) / K.shape[0]
-    w, V = scipy.linalg.eigh(K)
-    w = np.maximum(w, 0.0)
-    c = V.T @ y
-    best = None
-    for r in ridges:
-        inv = 1.0 / (w + r * scale)
-        alpha = V @ (inv * c)
-        loo = alpha / ((V * V) @ inv)
-        err = float(loo @ loo)
-        if best is None or err < best[0]:
-            best = (err, r, alpha)
-    return Kt @ best[2], best[1]
-
-
 def ntk_ridge(X, y, X_test, *, depth=2, ridges=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), device="cpu"):
     """Infinite-width NTK regression: kernel ridge regression with the NTK of ``presets.fc(depth)``.
 
@@ -525,8 +508,9 @@ def ntk_ridge(X, y, X_test, *, depth=2, ridges=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e
     gives weight 0 to odd spherical harmonics of degree >= 3 (Bietti & Mairal 2019): it cannot learn the
     degree-3 part of (beta^T x)^3 at all. Depth 2 (the default) has no such gap.
     """
-    from ...kernel.tiled import gram
     from ...kernel import presets
+    from ...kernel.tiled import gram
+    from ...learning.krr import KRR
     X = D.to_numpy(_matrix("X", X))
     X_test = D.to_numpy(_matrix("X_test", X_test, X.shape[1]))
     y = D.to_numpy(_vector("y", y, X.shape[0]))
@@ -538,11 +522,6 @@ def ntk_ridge(X, y, X_test, *, depth=2, ridges=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e
     gdev = "cpu" if D.check(device) == "cpu" else "auto"
     K = np.asarray(gram(X, arch=arch, kind="ntk", dtype="float64", device=gdev))
     Kt = np.asarray(gram(X_test, X, arch=arch, kind="ntk", dtype="float64", device=gdev))
-    try:
-        from ...learning.krr import KRR
-    except ImportError:  # pragma: no cover - krr is part of the package; this only guards a broken import
-        return _krr_fallback(K, y, Kt, ridges)
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")          # ill-conditioned small ridges simply lose the LOO selection
         est = KRR(ridge=ridges, cv="loo", scoring="mse", device="cpu").fit(K, y)
