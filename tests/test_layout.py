@@ -96,3 +96,14 @@ def test_gram_is_the_function():
     assert callable(nf.gram) and nf.gram is tiled.gram
     import ntkfast.distributed  # noqa: F401  (used to reach the module through ntkfast.gram)
     assert nf.gram is tiled.gram
+
+
+def test_one_version_source():
+    """__version__ in ntkfast/__init__.py is the version; pyproject.toml reads it from there at build time."""
+    import importlib.metadata
+    import re
+    root = os.path.join(os.path.dirname(__file__), "..")
+    with open(os.path.join(root, "pyproject.toml")) as f:
+        text = f.read()
+    assert re.search(r'^dynamic = \["version"\]', text, re.M) and not re.search(r"^version\s*=", text, re.M)
+    assert importlib.metadata.version("ntkfast") == nf.__version__
