@@ -106,15 +106,16 @@ def load_npz(path):
         raise ValueError(f"{path}: not a .npz file (expected a zip archive of .npy arrays, as np.savez writes; "
                          f"it begins with {magic!r})")
     try:
-        if is_npy:           # also a .npy saved under a .npz name
-            X, y = np.load(path, allow_pickle=False), None
-        else:
-            with np.load(path, allow_pickle=False) as z:
-                xk = next((k for k in ("X", "x", "images", "data") if k in z.files), None)
-                if xk is None:
-                    raise ValueError(f"{path}: expected an array named X, x, images or data; found {z.files}")
-                yk = next((k for k in ("y", "labels", "targets") if k in z.files), None)
-                X, y = z[xk], (z[yk] if yk else None)
+        with open(path, "rb") as f:      # ours to close: np.load leaves a path it opened open when it fails
+            if is_npy:           # also a .npy saved under a .npz name
+                X, y = np.load(f, allow_pickle=False), None
+            else:
+                with np.load(f, allow_pickle=False) as z:
+                    xk = next((k for k in ("X", "x", "images", "data") if k in z.files), None)
+                    if xk is None:
+                        raise ValueError(f"{path}: expected an array named X, x, images or data; found {z.files}")
+                    yk = next((k for k in ("y", "labels", "targets") if k in z.files), None)
+                    X, y = z[xk], (z[yk] if yk else None)
     except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
         raise ValueError(f"{path}: damaged file (truncated or corrupt: {type(e).__name__}: {e}); write it again "
                          "with np.savez / np.save") from None
