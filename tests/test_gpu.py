@@ -1,8 +1,7 @@
-"""The CUDA backend against the float64 reference and the CPU backend (marker ``gpu``).
+"""The CUDA backend against the float64 reference and the CPU backend (marker ``gpu``, on every test here).
 
 Skipped as a module when no GPU is usable (``ntkfast.config.cuda_usable()``); with NTKFAST_REQUIRE_GPU=1 a
-missing GPU is a failure instead (``test_gpu_usable_when_required``, which carries no marker so that the
-conftest cannot turn it into an expected failure).
+missing GPU is a failure instead (the conftest's guard, and ``tests/test_gpu_required.py``).
 
 Error norm: max |K - R| / max |R| (``rel_err``), R the float64 reference. Tolerances as in
 test_backend_vs_reference: float64 1e-10 (the GPU and CPU recursions differ only in the order of the
@@ -29,15 +28,10 @@ from ntkfast.config import cuda_usable
 from conftest import rel_err
 from test_backend_vs_reference import LAYER_NETS, PRESETS
 
+pytestmark = pytest.mark.gpu
+
 USABLE, REASON = cuda_usable()
 REQUIRE = os.environ.get("NTKFAST_REQUIRE_GPU") == "1"
-
-
-def test_gpu_usable_when_required():
-    if not REQUIRE and not USABLE:
-        pytest.skip(f"no usable GPU: {REASON}")
-    assert USABLE, f"NTKFAST_REQUIRE_GPU=1 but no GPU is usable: {REASON}"
-
 
 if not USABLE and not REQUIRE:
     pytest.skip(f"no usable GPU: {REASON}", allow_module_level=True)
@@ -299,10 +293,3 @@ def test_progress_and_cancel():
         _core.gram_tile(prog, X, X, sx, sx, True, True, True, "cuda", 0, ctl)
     th.join()
     assert 0 < ctl.progress < 1500 * 1501 // 2
-
-
-# Every test above except test_gpu_usable_when_required carries the gpu marker (a module-level pytestmark
-# would reach that one too, and the conftest's gpu guard would skip it).
-for _name, _obj in list(globals().items()):
-    if _name.startswith("test_") and callable(_obj) and _name != "test_gpu_usable_when_required":
-        globals()[_name] = pytest.mark.gpu(_obj)

@@ -12,7 +12,8 @@ PEERS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "peers")
 
 
 def _example():
-    text = open(DOC).read()
+    with open(DOC) as f:
+        text = f.read()
     start = text.index("## Worked example")
     return re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
 

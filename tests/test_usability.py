@@ -301,13 +301,14 @@ def test_progress_bars_are_labelled_and_count_pairs(tmp_path, capsys):
     with pytest.raises(TypeError, match="progress must be True, False or a label"):
         nf.gram(X8, arch=GAP, progress=1)
     # a per-pair feed inside tiles (a backend counter) and whole tiles add up to the same total
-    bar = PairProgress(total=100, done=10, tiles_total=3, tiles_done=1, desc="t", file=open(os.devnull, "w"))
-    bar.tile_progress(15)
-    bar.tile_progress(40)
-    bar.tile_done(50)
-    bar.tile_done(40)
-    assert bar.bar.n == 100 and bar.tiles_done == 3
-    bar.close()
+    with open(os.devnull, "w") as null:
+        bar = PairProgress(total=100, done=10, tiles_total=3, tiles_done=1, desc="t", file=null)
+        bar.tile_progress(15)
+        bar.tile_progress(40)
+        bar.tile_done(50)
+        bar.tile_done(40)
+        assert bar.bar.n == 100 and bar.tiles_done == 3
+        bar.close()
 
 
 def test_gram_command_estimates_long_jobs(capsys):
