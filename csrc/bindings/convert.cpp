@@ -77,7 +77,58 @@ py::tuple gram_tile_t(const Program& P, const py::array& X, const py::array& Y, 
   return py::make_tuple(rs, rt);
 }
 
+template <class T>
+py::tuple gram_pairs_t(const Program& P, const py::array& X, const py::object& Y, const py::array& sx,
+                       const py::object& sy, bool want_s, bool want_t, Device dev, const RunOptions& opt) {
+  check_array<T>(X, "X", P.input_size());
+  check_array<T>(sx, "self_x", P.self_size);
+  PairArgs<T> a;
+  a.n = X.shape(0);
+  a.X = static_cast<const T*>(X.data());
+  a.self_x = static_cast<const T*>(sx.data());
+  if (sx.shape(0) != a.n) throw std::invalid_argument("self data rows do not match inputs");
+  py::array Ya, sya;
+  if (Y.is_none()) {
+    a.Y = a.X;
+    a.self_y = a.self_x;
+  } else {
+    Ya = Y.cast<py::array>();
+    sya = sy.cast<py::array>();
+    check_array<T>(Ya, "Y", P.input_size());
+    check_array<T>(sya, "self_y", P.self_size);
+    if (Ya.shape(0) != a.n || sya.shape(0) != a.n) throw std::invalid_argument("X and Y must have as many rows");
+    a.Y = static_cast<const T*>(Ya.data());
+    a.self_y = static_cast<const T*>(sya.data());
+  }
+  py::object rs = py::none(), rt = py::none();
+  if (want_s) {
+    auto r = py::array_t<T>(a.n);
+    a.nngp = r.mutable_data();
+    rs = r;
+  }
+  if (want_t) {
+    auto r = py::array_t<T>(a.n);
+    a.ntk = r.mutable_data();
+    rt = r;
+  }
+  {
+    py::gil_scoped_release release;
+    ntkfast::gram_pairs<T>(dev, P, a, opt);
+  }
+  return py::make_tuple(rs, rt);
+}
+
 }  // namespace
+
+py::tuple gram_pairs(const CompiledProgram& C, const py::array& X, const py::object& Y, const py::array& sx,
+                     const py::object& sy, bool want_s, bool want_t, const std::string& device, int threads,
+                     RunControl* control) {
+  const Device dev = device_from_string(device);
+  const RunOptions opt = options(threads, control);
+  if (py::isinstance<py::array_t<float>>(X)) return gram_pairs_t<float>(C.program, X, Y, sx, sy, want_s, want_t, dev, opt);
+  if (py::isinstance<py::array_t<double>>(X)) return gram_pairs_t<double>(C.program, X, Y, sx, sy, want_s, want_t, dev, opt);
+  throw std::invalid_argument("X must be float32 or float64");
+}
 
 CompiledProgram compile_text(const std::string& text) { return CompiledProgram{compile(parse_program(text)), text}; }
 

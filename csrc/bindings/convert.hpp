@@ -42,6 +42,11 @@ py::tuple gram_tile(const CompiledProgram& P, const py::array& X, const py::arra
                     const py::array& self_y, bool symmetric, bool want_nngp, bool want_ntk,
                     const std::string& device, int threads, RunControl* control);
 
+// (nngp, ntk) of the pairs (X[i], Y[i]) as (n,) arrays; Y None: the pairs (X[i], X[i]) (the Gram diagonal).
+py::tuple gram_pairs(const CompiledProgram& P, const py::array& X, const py::object& Y, const py::array& self_x,
+                     const py::object& self_y, bool want_nngp, bool want_ntk, const std::string& device, int threads,
+                     RunControl* control);
+
 // Per layer (h_in, w_in, h_out, w_out), -1 where the state is a scalar.
 py::list layer_shapes(const CompiledProgram& P);
 

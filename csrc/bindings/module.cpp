@@ -52,6 +52,10 @@ PYBIND11_MODULE(_core, m) {
         py::arg("device") = "cpu", py::arg("threads") = 0, py::arg("control") = nullptr,
         "Kernels (nngp, ntk) of one tile of pairs; symmetric computes j >= i and mirrors.");
   bindings::register_session(m);
+  m.def("gram_pairs", &bindings::gram_pairs, py::arg("program"), py::arg("X"), py::arg("Y"), py::arg("self_x"),
+        py::arg("self_y"), py::arg("nngp") = true, py::arg("ntk") = true, py::arg("device") = "cpu",
+        py::arg("threads") = 0, py::arg("control") = nullptr,
+        "Kernels (nngp, ntk) of the pairs (X[i], Y[i]) as (n,) arrays; Y None: (X[i], X[i]), the Gram diagonal.");
   m.def("build_info", []() {
     BuildInfo b = build_info();
     py::dict d;

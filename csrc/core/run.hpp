@@ -43,4 +43,17 @@ struct TileArgs {
   T* ntk = nullptr;
 };
 
+// Pairs (X[i], Y[i]), i < n (paired mode; Y == X: the diagonal K(x_i, x_i)): nngp / ntk (either may be null)
+// hold n values.
+template <class T>
+struct PairArgs {
+  const T* X = nullptr;
+  const T* Y = nullptr;
+  int64_t n = 0;
+  const T* self_x = nullptr;
+  const T* self_y = nullptr;
+  T* nngp = nullptr;
+  T* ntk = nullptr;
+};
+
 }  // namespace ntkfast

@@ -772,6 +772,31 @@ void gram_tile(const Program& P, const TileArgs<T>& a, const RunOptions& opt) {
   });
 }
 
+// Lane l of a batch is the pair (X[g L + l], Y[g L + l]): both sides packed in groups, as the y side of a
+// tile; each lane's arithmetic is the one of that pair in a tile, so the results equal the tile's bitwise.
+template <class T>
+void gram_pairs(const Program& P, const PairArgs<T>& a, const RunOptions& opt) {
+  constexpr int L = lanes_for<T>();
+  const int64_t n = a.n;
+  if (n <= 0) return;
+  const PackLayout lay(P);
+  const std::vector<T> xpacked = pack_groups<T, L>(P, lay, a.X, a.self_x, n);
+  const std::vector<T> ypacked = a.Y == a.X ? std::vector<T>() : pack_groups<T, L>(P, lay, a.Y, a.self_y, n);
+  const T* yp = a.Y == a.X ? xpacked.data() : ypacked.data();
+  parallel_batches((n + L - 1) / L, opt, [&]() {
+    return [&, eng = std::make_shared<Engine<T, L>>(P, lay)](int64_t g) {
+      const int lanes = static_cast<int>(std::min<int64_t>(L, n - g * L));
+      T os[L], ot[L];
+      eng->run(lanes, xpacked.data() + g * lay.size * L, yp + g * lay.size * L, false, os, ot, nullptr);
+      for (int l = 0; l < lanes; ++l) {
+        if (a.nngp) a.nngp[g * L + l] = os[l];
+        if (a.ntk) a.ntk[g * L + l] = ot[l];
+      }
+      add_progress(opt, lanes);
+    };
+  });
+}
+
 template <class T>
 int64_t thread_bytes(const Program& P) {
   constexpr int L = lanes_for<T>();
@@ -793,6 +818,8 @@ template void self_data<float>(const Program&, const float*, int64_t, float*, co
 template void self_data<double>(const Program&, const double*, int64_t, double*, const RunOptions&);
 template void gram_tile<float>(const Program&, const TileArgs<float>&, const RunOptions&);
 template void gram_tile<double>(const Program&, const TileArgs<double>&, const RunOptions&);
+template void gram_pairs<float>(const Program&, const PairArgs<float>&, const RunOptions&);
+template void gram_pairs<double>(const Program&, const PairArgs<double>&, const RunOptions&);
 template int64_t thread_bytes<float>(const Program&);
 template int64_t thread_bytes<double>(const Program&);
 template int64_t tile_bytes<float>(const Program&, int64_t, int64_t);

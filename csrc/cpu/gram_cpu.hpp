@@ -17,6 +17,10 @@ void self_data(const Program& P, const T* X, int64_t n, T* out, const RunOptions
 template <class T>
 void gram_tile(const Program& P, const TileArgs<T>& a, const RunOptions& opt);
 
+// Kernels of the pairs (X[i], Y[i]) (see PairArgs): Y == X gives the Gram diagonal, bitwise as gram_tile.
+template <class T>
+void gram_pairs(const Program& P, const PairArgs<T>& a, const RunOptions& opt);
+
 // Host memory of one thread's workspace, and of one nx x ny tile's packed inputs and batch list (bytes).
 template <class T>
 int64_t thread_bytes(const Program& P);

@@ -1,9 +1,10 @@
 // CUDA backend: device query, per-image self data and Gram tiles (DESIGN section 2).
 //
 // One warp owns one work item (a pair, or one image in self mode) at a time and runs the offset-plane
-// recursion of kernels.cuh on it: each plane in shared memory through its Conv/ReLU layers, pooled planes in
-// the warp's own global scratch. Warps are persistent (a grid of what fits resident) and stride over the
-// items of a band of tile rows; a band goes back to the host on a second stream while the next computes.
+// recursion of kernels.cuh on it: each plane in shared memory through its layers (one S, T pair of planes per
+// register, i.e. per stream of a branching net, and a temp), pooled planes in the warp's own global scratch.
+// Warps are persistent (a grid of what fits resident) and stride over the items of a band of tile rows; a band
+// goes back to the host on a second stream while the next computes.
 //
 // The host code also builds with g++ against the stand-in runtime of tests/cuda_emulation (no GPU), which
 // then supplies the kernel symbol and its launch; that is how tiling, bands, mirroring, out-of-memory
@@ -384,9 +385,11 @@ struct Geometry {
 template <class T>
 Geometry plan_launch(const DeviceInfo& dev, const ProgView<T>& meta, int mode, int64_t n_items, int64_t max_teams) {
   Geometry g;
+  // Per warp: the S and T planes of every register (stream) of the spatial part and one temp.
   const size_t per_warp = static_cast<size_t>(team_entries(meta)) * sizeof(T);
   if (per_warp > dev.max_smem)
-    throw std::runtime_error("CUDA backend: one offset plane of this program needs " + std::to_string(per_warp) +
+    throw std::runtime_error("CUDA backend: one offset plane of this program (" + std::to_string(meta.NR) +
+                             " stream(s) alive at once) needs " + std::to_string(per_warp) +
                              " bytes of shared memory per warp, device " + dev.name + " allows " +
                              std::to_string(dev.max_smem) + " per block; use device='cpu' (or float32) for inputs "
                              "this large");
@@ -504,6 +507,73 @@ void self_data_run(const DeviceInfo& dev, int device, const ProgBlob<T>& blob, c
       if (choose_retry(lim, g, scratch_b, chunk * (isz + ssz) * static_cast<int64_t>(sizeof(T)), chunk, 0, false) ==
           Retry::None)
         throw DeviceOutOfMemory("CUDA backend: out of device memory for the self data of one image with one warp (" +
+                                std::string(e.what()) + ")");
+      continue;
+    }
+    done += chunk;
+    add_progress(opt, chunk);
+    if (done < n && cancelled(opt)) throw Cancelled();
+  }
+}
+
+// ---- pairs (X[i], Y[i]) ----------------------------------------------------------------------------------
+
+template <class T>
+void pairs_run(const DeviceInfo& dev, int device, const ProgBlob<T>& blob, const Program& P, const PairArgs<T>& p,
+               const RunOptions& opt) {
+  const int64_t isz = P.input_size(), ssz = P.self_size, n = p.n;
+  const bool same = p.Y == p.X;
+  Stream stream;
+  const cudaStream_t cs = stream.get();
+  DevBuf<unsigned char> prog = upload(blob.bytes().data(), blob.bytes().size(), cs);
+  const ProgView<T> view = blob.view(prog.get());
+  Shrink lim;
+  lim.max_teams = teams_cap();
+  int64_t done = 0;
+  while (done < n) {
+    const Geometry g = plan_launch(dev, blob.meta(), kPair, n - done, lim.max_teams);
+    const int64_t tuned = g_band_pairs.load(std::memory_order_relaxed);
+    const int64_t chunk = std::min<int64_t>(
+        {n - done, lim.band_pairs, tuned > 0 ? tuned : std::max<int64_t>(g.teams() * 16, 4096)});
+    try {
+      DevBuf<T> dx = upload(p.X + done * isz, static_cast<size_t>(chunk * isz), cs);
+      DevBuf<T> dsx = upload(p.self_x + done * ssz, static_cast<size_t>(chunk * ssz), cs);
+      DevBuf<T> dy = same ? DevBuf<T>() : upload(p.Y + done * isz, static_cast<size_t>(chunk * isz), cs);
+      DevBuf<T> dsy = same ? DevBuf<T>() : upload(p.self_y + done * ssz, static_cast<size_t>(chunk * ssz), cs);
+      DevBuf<T> ds(p.nngp ? static_cast<size_t>(chunk) : 0), dt(p.ntk ? static_cast<size_t>(chunk) : 0);
+      DevBuf<T> scratch(static_cast<size_t>(g.scratch_per_warp * g.teams()));
+      LaunchArgs<T> a{};
+      a.X = dx.get();
+      a.Y = same ? dx.get() : dy.get();
+      a.SX = dsx.get();
+      a.SY = same ? dsx.get() : dsy.get();
+      a.out_s = ds.get();
+      a.out_t = dt.get();
+      a.nx = a.ny = chunk;
+      a.q0 = 0;
+      a.q1 = chunk;
+      a.isz = isz;
+      a.ssz = ssz;
+      a.scratch = scratch.get();
+      a.scratch_per_warp = g.scratch_per_warp;
+      a.store = g.store;
+      a.paired = 1;
+      launch(g, view, a, cs, device,
+             "pairs [" + std::to_string(done) + ", " + std::to_string(done + chunk) + ")");
+      if (p.nngp)
+        NTKFAST_CUDA_CHECK(cudaMemcpyAsync(p.nngp + done, ds.get(), static_cast<size_t>(chunk) * sizeof(T),
+                                           cudaMemcpyDeviceToHost, cs));
+      if (p.ntk)
+        NTKFAST_CUDA_CHECK(cudaMemcpyAsync(p.ntk + done, dt.get(), static_cast<size_t>(chunk) * sizeof(T),
+                                           cudaMemcpyDeviceToHost, cs));
+      NTKFAST_CUDA_CHECK(cudaStreamSynchronize(cs));
+      if (t_log) t_log->completed_through(t_log->next - 1);
+    } catch (const CudaError& e) {
+      if (!is_oom(e)) throw;
+      const int64_t scratch_b = g.scratch_per_warp * g.teams() * static_cast<int64_t>(sizeof(T));
+      if (choose_retry(lim, g, scratch_b, 2 * chunk * (isz + ssz + 2) * static_cast<int64_t>(sizeof(T)), chunk, 0,
+                       false) == Retry::None)
+        throw DeviceOutOfMemory("CUDA backend: out of device memory for one pair with one warp (" +
                                 std::string(e.what()) + ")");
       continue;
     }
@@ -871,8 +941,20 @@ void gram_tile(const Program& P, const TileArgs<T>& a, const RunOptions& opt) {
   s.tile(0, a.nx, 0, a.ny, a.nngp, a.ntk, opt);
 }
 
+template <class T>
+void gram_pairs(const Program& P, const PairArgs<T>& a, const RunOptions& opt) {
+  if (a.n <= 0 || (!a.nngp && !a.ntk)) return;
+  const DeviceInfo& dev = usable_device(opt.device);
+  const ProgBlob<T> blob(P);
+  LogScope scope;
+  DeviceGuard guard(opt.device);
+  oom_as_memory_error([&] { pairs_run(dev, opt.device, blob, P, a, opt); });
+}
+
 template class Session<float>;
 template class Session<double>;
+template void gram_pairs<float>(const Program&, const PairArgs<float>&, const RunOptions&);
+template void gram_pairs<double>(const Program&, const PairArgs<double>&, const RunOptions&);
 template void self_data<float>(const Program&, const float*, int64_t, float*, const RunOptions&);
 template void self_data<double>(const Program&, const double*, int64_t, double*, const RunOptions&);
 template void gram_tile<float>(const Program&, const TileArgs<float>&, const RunOptions&);

@@ -28,6 +28,10 @@ void self_data(const Program& P, const T* X, int64_t n, T* out, const RunOptions
 template <class T>
 void gram_tile(const Program& P, const TileArgs<T>& args, const RunOptions& opt);
 
+// The pairs (X[i], Y[i]) (see PairArgs), as the CPU backend's gram_pairs.
+template <class T>
+void gram_pairs(const Program& P, const PairArgs<T>& args, const RunOptions& opt);
+
 // The device side of one Gram computation: the program, the inputs X (nx rows) and Y (ny rows; null for the
 // Gram of X with itself) and their self data are uploaded once to device opt.device, and tiles are then
 // computed against them, each streamed back in bands. When the inputs do not fit in device memory, each

@@ -8,17 +8,22 @@
 //            b^2, T' = scale * acc + S'; CIRCULAR wraps with posmod (windows may be wider than the row);
 //            SAME in a circular plane pads each linear segment separately (geometry.hpp: segment_break);
 //   ReLU   : relu_step on the pre-activation diagonals at u and at the partner (u + d), mod n when circular;
-//   pool   : per linear segment of the plane, rows combined along y tap by tap, then the x taps added in
-//            tap order straight into the next stage's store, planes visited in the CPU's order (d = 0
-//            first, then row-major) so every store entry receives its terms in the same sequence.
+//   copy   : a register's planes copied into another's (FanOut);
+//   add    : d = d + s entrywise, S then T (FanInSum), the source freed;
+//   pool   : per register and linear segment of the plane, rows combined along y tap by tap, then the x taps
+//            added in tap order straight into the register's block of the next stage's store, planes
+//            visited in the CPU's order (d = 0 first, then row-major) so every store entry receives its
+//            terms in the same sequence.
 // Readout sums are float64: per lane a partial sum over each plane, then added to the lane's total, then
 // the team's totals are summed; with one lane that is the CPU's order exactly, with 32 lanes another order
 // of float64 additions (float32 results then agree unless a sum lies within 1e-16 of a rounding boundary).
 //
-// Per pair, stage by stage: each carried plane lives in the team's shared memory through all its Conv/ReLU
-// layers; pooling adds into the next stage's planes in the team's own global scratch (one owner per item,
-// no atomics). The pooled d = 0 plane of a pair (x, x) is thus bitwise the self recursion's: rho = 1
-// exactly on the Gram diagonal (DESIGN section 3).
+// Per pair, stage by stage: each carried plane lives in the team's shared memory through all its layers, one
+// S, T pair of planes per register (a stream of a branching net; convs work in place through one temp);
+// pooling adds into the next stage's planes in the team's own global scratch (one owner per item, one block
+// per register entering the next stage, no atomics). The pooled d = 0 plane of a pair (x, x) is thus bitwise
+// the self recursion's: rho = 1 exactly on the Gram diagonal (DESIGN section 3). The scalar head runs on lane
+// 0 with its registers in the then free shared memory.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -44,10 +49,14 @@ struct Item {
   const T* self_x;  // self data of x (self mode: the output being written, read back after d = 0)
   const T* self_y;
   T* self_out;      // self mode: the self data of x; else null
-  T *bS, *bT, *bA;  // shared memory: S and T planes (PL entries each), temp (PA entries)
-  T *in_s, *in_t, *out_s, *out_t;  // global scratch: this stage's input planes, the next stage's planes
+  T* smem;          // the team's shared memory: registers' S and T planes, the temp (device_program.hpp)
+  T *in, *out;      // global scratch: this stage's input planes, the next stage's planes (S; T at + t_off)
+  int64_t t_off;
   bool self;
 };
+
+// Registers of a plane as a bit mask (at most 64): bit r set while register r holds the plane's positions.
+NTKFAST_KD uint64_t reg_bit(int r) { return uint64_t(1) << r; }
 
 // Row-major walk of a team over the entries of a plane of width w: entry e = lane + k * size sits at row
 // i, column j. Stepping by carries instead of dividing e by w on every entry (an integer division is about
@@ -153,19 +162,20 @@ NTKFAST_KD void act_pass(const Team& tm, const Item<T>& it, const DOp<T>& op, bo
   tm.sync();
 }
 
-// Adds one linear segment (gy x gx) of a plane of stage s, held over spans sy x sx in S / Tt, to every plane
-// of the next stage that its pooling reaches (the program's pooling tables).
+// Adds one linear segment (gy x gx) of register p.reg's plane of stage s, held over spans sy x sx in S / Tt,
+// to every plane of the next stage that its pooling reaches (the program's pooling tables), in the register's
+// block of the next stage's store.
 template <class T, class Team>
-NTKFAST_KD void pool_segment(const Team& tm, const ProgView<T>& P, const Item<T>& it, int s, int m, Segment gy,
-                             Segment gx, Span sy, Span sx, const T* S, const T* Tt, T* A) {
-  const DStage& st = P.stages[s];
+NTKFAST_KD void pool_segment(const Team& tm, const ProgView<T>& P, const Item<T>& it, int s, const DPool& pl, int m,
+                             Segment gy, Segment gx, Span sy, Span sx, const T* S, const T* Tt, T* A) {
   const DStage& nx = P.stages[s + 1];
-  const DTable ty = st.ty[m], tx = st.tx[m];
+  const DTable ty = pl.ty[m], tx = pl.tx[m];
   const int ay0 = P.I[ty.first + gy.d + ty.n - 1], ay1 = P.I[ty.first + gy.d + ty.n];
   const int ax0 = P.I[tx.first + gx.d + tx.n - 1], ax1 = P.I[tx.first + gx.d + tx.n];
   if (ay0 == ay1 || ax0 == ax1) return;
   const Range need = nx.need[m];
   const int64_t* offs = P.L + nx.store[m];
+  const int64_t base = nx.block[m] * pl.block;
   const int lx = sx.len, gw = gx.len;
   for (int ea = ay0; ea < ay1; ++ea) {
     const int* a = P.I + ty.entries + 3 * ea;  // (dn, plane, g)
@@ -182,7 +192,7 @@ NTKFAST_KD void pool_segment(const Team& tm, const ProgView<T>& P, const Item<T>
       T rs = T(0), rt = T(0);
       for (int t = 0; t < ty.w; ++t) {
         if (gya[t] == 0.0) continue;
-        const int pos = st.origin_y + st.stride_y * j + t;
+        const int pos = pl.origin_y + pl.stride_y * j + t;
         if (pos < gy.start || pos >= gy.start + gy.len) continue;
         const T g = static_cast<T>(gya[t]);
         const int o = (pos - sy.start) * lx + (gx.start - sx.start) + p.j;
@@ -200,10 +210,10 @@ NTKFAST_KD void pool_segment(const Team& tm, const ProgView<T>& P, const Item<T>
       if (jx.len <= 0) continue;
       const int xbase = nx.circular ? 0 : jx.start;
       const int rowlen = plane_span(nx.w_in, b[1], nx.circular != 0).len;
-      const int64_t o = offs[need.index(a[1], b[1])] + static_cast<int64_t>(jy.start - ybase) * rowlen +
+      const int64_t o = base + offs[need.index(a[1], b[1])] + static_cast<int64_t>(jy.start - ybase) * rowlen +
                         (jx.start - xbase);
-      T* qs = it.out_s + o;
-      T* qt = it.out_t + o;
+      T* qs = it.out + o;
+      T* qt = it.out + it.t_off + o;
       const int nq = jy.len * jx.len;
       // Distinct entries b reach distinct (plane, position) pairs, so the lanes of one b and of the next
       // never write the same store entry: no sync between them.
@@ -213,7 +223,7 @@ NTKFAST_KD void pool_segment(const Team& tm, const ProgView<T>& P, const Item<T>
         T vs = qs[q], vt = qt[q];
         for (int t = 0; t < tx.w; ++t) {
           if (gxb[t] == 0.0) continue;
-          const int c = st.origin_x + st.stride_x * k + t - gx.start;
+          const int c = pl.origin_x + pl.stride_x * k + t - gx.start;
           if (c < 0 || c >= gw) continue;
           const T g = static_cast<T>(gxb[t]);
           vs += g * RS[p.i * gw + c];
@@ -227,24 +237,32 @@ NTKFAST_KD void pool_segment(const Team& tm, const ProgView<T>& P, const Item<T>
   }
 }
 
-// Runs plane (dy, dx) of stage s through its layers, then pools it or adds it to the readout sums.
+// Runs plane (dy, dx) of stage s through its ops, each on its register's planes in shared memory, then pools
+// every register leaving the stage or adds the readout register to the readout sums. A register holds the
+// plane's positions for its resolution there (plane_span of the resolution each op records: the program
+// blob checks that they chain), or none once a VALID conv leaves the plane out of its state.
 template <class T, class Team>
 NTKFAST_KD void plane_pass(const Team& tm, const ProgView<T>& P, const Item<T>& it, int s, int dy, int dx,
                            double& acc_s, double& acc_t) {
   const DStage& st = P.stages[s];
   const bool circ = st.circular != 0;
   const int m = it.self ? kSelf : kPair;
-  Span sy = plane_span(st.h_in, dy, circ), sx = plane_span(st.w_in, dx, circ);
-  if (sy.len <= 0 || sx.len <= 0) return;
-  T* S = it.bS;
-  T* Tt = it.bT;
-  int n = sy.len * sx.len;
+  const Span sy0 = plane_span(st.h_in, dy, circ), sx0 = plane_span(st.w_in, dx, circ);
+  if (sy0.len <= 0 || sx0.len <= 0) return;
+  T* const A = temp_of(P, it.smem);
+  const int n0 = sy0.len * sx0.len;
+  uint64_t held = 0;
   if (s == 0) {
-    // First layer: S[u, u + d] = <x[u], y[u + d]> / C over channels in order, T = 0.
+    // First layer (one register enters: the program blob checks it): S[u, u + d] = <x[u], y[u + d]> / C over
+    // channels in order, T = 0.
+    const int r = P.R[st.reg0];
+    T* S = reg_s(P, it.smem, r);
+    T* Tt = reg_t(P, it.smem, r);
+    held = reg_bit(r);
     const int C = P.C, H = P.H, W = P.W;
     const T invC = T(1) / static_cast<T>(C);
-    for (Walk p(tm.lane, tm.size, sx.len); p.e < n; p.next(tm.size)) {
-      const int u = sy.start + p.i, v = sx.start + p.j;
+    for (Walk p(tm.lane, tm.size, sx0.len); p.e < n0; p.next(tm.size)) {
+      const int u = sy0.start + p.i, v = sx0.start + p.j;
       int u2 = u + dy, v2 = v + dx;
       if (circ) {
         u2 = u2 >= H ? u2 - H : u2;
@@ -259,38 +277,94 @@ NTKFAST_KD void plane_pass(const Team& tm, const ProgView<T>& P, const Item<T>& 
       Tt[p.e] = T(0);
     }
   } else {
-    const int64_t o = P.L[st.store[m] + st.need[m].index(dy, dx)];
-    for (int e = tm.lane; e < n; e += tm.size) {
-      S[e] = it.in_s[o + e];
-      Tt[e] = it.in_t[o + e];
+    // Each register entering from its block of the pooled store.
+    const int64_t plane = P.L[st.store[m] + st.need[m].index(dy, dx)];
+    for (int k = st.reg0; k < st.reg1; ++k) {
+      const int r = P.R[k];
+      T* S = reg_s(P, it.smem, r);
+      T* Tt = reg_t(P, it.smem, r);
+      held |= reg_bit(r);
+      const int64_t o = st.block[m] * (k - st.reg0) + plane;
+      for (int e = tm.lane; e < n0; e += tm.size) {
+        S[e] = it.in[o + e];
+        Tt[e] = it.in[it.t_off + o + e];
+      }
     }
   }
   tm.sync();
   for (int k = st.op0; k < st.op1; ++k) {
     const DOp<T>& op = P.ops[k];
+    const int r = op.reg;
+    const Span sy = plane_span(op.h_in, dy, circ), sx = plane_span(op.w_in, dx, circ);
     switch (op.kind) {
       case StageOp::Conv: {
+        if (!(held & reg_bit(r))) break;
         const Span oy = plane_span(op.h_out, dy, circ), ox = plane_span(op.w_out, dx, circ);
-        if (oy.len <= 0 || ox.len <= 0) return;  // the plane leaves the state: it contributes nothing
+        if (oy.len <= 0 || ox.len <= 0) {  // the plane leaves the register's state: it holds nothing more
+          held &= ~reg_bit(r);
+          break;
+        }
         const DBound by{op.wrap, segment_break(sy.len, dy, circ)}, bx{op.wrap, segment_break(sx.len, dx, circ)};
-        conv_pass(tm, op, by, bx, sy.len, sx.len, oy.len, ox.len, S, Tt, it.bA);
-        sy = oy;
-        sx = ox;
-        n = sy.len * sx.len;
+        conv_pass(tm, op, by, bx, sy.len, sx.len, oy.len, ox.len, reg_s(P, it.smem, r), reg_t(P, it.smem, r), A);
         break;
       }
       case StageOp::Act:
-        act_pass(tm, it, op, circ, dy, dx, sy, sx, S, Tt);
+        if (held & reg_bit(r)) act_pass(tm, it, op, circ, dy, dx, sy, sx, reg_s(P, it.smem, r), reg_t(P, it.smem, r));
         break;
+      case StageOp::Copy: {
+        held &= ~reg_bit(r);
+        if (!(held & reg_bit(op.src))) break;
+        held |= reg_bit(r);
+        const int n = sy.len * sx.len;
+        const T* ss = reg_s(P, it.smem, op.src);
+        const T* st2 = reg_t(P, it.smem, op.src);
+        T* ds = reg_s(P, it.smem, r);
+        T* dt = reg_t(P, it.smem, r);
+        for (int e = tm.lane; e < n; e += tm.size) {
+          ds[e] = ss[e];
+          dt[e] = st2[e];
+        }
+        tm.sync();
+        break;
+      }
+      case StageOp::Add: {
+        // Same resolution, so both hold this plane's positions or neither does.
+        if ((held & reg_bit(r)) && (held & reg_bit(op.src))) {
+          const int n = sy.len * sx.len;
+          const T* ss = reg_s(P, it.smem, op.src);
+          const T* st2 = reg_t(P, it.smem, op.src);
+          T* ds = reg_s(P, it.smem, r);
+          T* dt = reg_t(P, it.smem, r);
+          for (int e = tm.lane; e < n; e += tm.size) {
+            ds[e] = ds[e] + ss[e];
+            dt[e] = dt[e] + st2[e];
+          }
+          tm.sync();
+        }
+        held &= ~reg_bit(op.src);
+        break;
+      }
     }
   }
-  if (st.has_pool) {
+  if (st.pool1 > st.pool0) {
     if (!P.stages[s + 1].active[m]) return;
-    Segment gy[2], gx[2];
-    const int ny = plane_segments(st.h_out, dy, circ, gy), nx = plane_segments(st.w_out, dx, circ, gx);
-    for (int a = 0; a < ny; ++a)
-      for (int b = 0; b < nx; ++b) pool_segment(tm, P, it, s, m, gy[a], gx[b], sy, sx, S, Tt, it.bA);
+    for (int k = st.pool0; k < st.pool1; ++k) {
+      const DPool& pl = P.pools[k];
+      if (!(held & reg_bit(pl.reg))) continue;
+      const Span sy = plane_span(pl.h_src, dy, circ), sx = plane_span(pl.w_src, dx, circ);
+      Segment gy[2], gx[2];
+      const int ny = plane_segments(pl.h_src, dy, circ, gy), nx = plane_segments(pl.w_src, dx, circ, gx);
+      for (int a = 0; a < ny; ++a)
+        for (int b = 0; b < nx; ++b)
+          pool_segment(tm, P, it, s, pl, m, gy[a], gx[b], sy, sx, reg_s(P, it.smem, pl.reg), reg_t(P, it.smem, pl.reg),
+                       A);
+    }
   } else if (P.readout == Readout::Gap || (dy == 0 && dx == 0)) {
+    const int r = st.readout_reg;
+    if (!(held & reg_bit(r))) return;
+    const int n = plane_span(st.readout_h, dy, circ).len * plane_span(st.readout_w, dx, circ).len;
+    const T* S = reg_s(P, it.smem, r);
+    const T* Tt = reg_t(P, it.smem, r);
     double ps = 0.0, pt = 0.0;  // this plane's partial sums, then the totals (the CPU's order on one lane)
     for (int e = tm.lane; e < n; e += tm.size) {
       ps += static_cast<double>(S[e]);
@@ -302,39 +376,55 @@ NTKFAST_KD void plane_pass(const Team& tm, const ProgView<T>& P, const Item<T>& 
   }
 }
 
-// The scalar head after the readout (Dense / pointwise ops on one value). Every lane computes it (same values).
+// The scalar head after the readout (Dense, pointwise and stream ops on one value per register), run by lane 0
+// alone: its registers live in the team's shared memory (register r's S at sr[2 r], T at sr[2 r + 1]), free
+// once the spatial part is done. s and t: the readout on entry, the final register's values on return.
 template <class T>
-NTKFAST_KD void scalar_head(const ProgView<T>& P, const Item<T>& it, bool writer, T& s, T& t) {
+NTKFAST_KD void scalar_head(const ProgView<T>& P, const Item<T>& it, T* sr, T& s, T& t) {
+  sr[2 * P.readout_reg] = s;
+  sr[2 * P.readout_reg + 1] = t;
   for (int k = 0; k < P.n_scalar; ++k) {
     const DScalar<T>& op = P.scalar[k];
+    T& so = sr[2 * op.reg];
+    T& to = sr[2 * op.reg + 1];
     switch (op.kind) {
       case ScalarOp::Dense:
         if (op.standard) {
-          t = op.w2 * t + op.t_s * s + op.t_b;
-          s = op.w2 * s + op.b2;
+          to = op.w2 * to + op.t_s * so + op.t_b;
+          so = op.w2 * so + op.b2;
         } else {
-          s = op.w2 * s + op.b2;
-          t = op.w2 * t + s;
+          so = op.w2 * so + op.b2;
+          to = op.w2 * to + so;
         }
         break;
       case ScalarOp::Act: {
         const int idx = P.scalar_offset + op.slot;
         T px, py;
         if (it.self) {
-          if (writer) it.self_out[idx] = s;
-          px = py = s;
+          it.self_out[idx] = so;
+          px = py = so;
         } else {
           px = it.self_x[idx];
           py = it.self_y[idx];
         }
-        act_step(op.act, s, t, px, py);
+        act_step(op.act, so, to, px, py);
         break;
       }
+      case ScalarOp::Copy:
+        so = sr[2 * op.src];
+        to = sr[2 * op.src + 1];
+        break;
+      case ScalarOp::Add:
+        so = so + sr[2 * op.src];
+        to = to + sr[2 * op.src + 1];
+        break;
     }
   }
+  s = sr[2 * P.final_reg];
+  t = sr[2 * P.final_reg + 1];
 }
 
-// The whole recursion of one item; results (NNGP, NTK) in s_out / t_out on every lane.
+// The whole recursion of one item; results (NNGP, NTK) in s_out / t_out on lane 0 (the scalar head runs there).
 template <class T, class Team>
 NTKFAST_KD void run_item(const Team& tm, const ProgView<T>& P, Item<T> it, T& s_out, T& t_out) {
   double acc_s = 0.0, acc_t = 0.0;
@@ -349,12 +439,13 @@ NTKFAST_KD void run_item(const Team& tm, const ProgView<T>& P, Item<T> it, T& s_
       const DStage& st = P.stages[s];
       if (!st.active[m]) break;
       const Range nd = st.need[m];
-      if (st.has_pool && P.stages[s + 1].active[m]) {
+      const bool pools = st.pool1 > st.pool0;
+      if (pools && P.stages[s + 1].active[m]) {
         const DStage& nx = P.stages[s + 1];
-        const int64_t total = P.L[nx.store[m] + nx.need[m].count()];
+        const int64_t total = nx.block[m] * (nx.reg1 - nx.reg0);
         for (int64_t e = tm.lane; e < total; e += tm.size) {
-          it.out_s[e] = T(0);
-          it.out_t[e] = T(0);
+          it.out[e] = T(0);
+          it.out[it.t_off + e] = T(0);
         }
         tm.sync();
       }
@@ -363,20 +454,17 @@ NTKFAST_KD void run_item(const Team& tm, const ProgView<T>& P, Item<T> it, T& s_
       for (int dy = nd.y0; dy <= nd.y1; ++dy)
         for (int dx = nd.x0; dx <= nd.x1; ++dx)
           if (dy != 0 || dx != 0) plane_pass(tm, P, it, s, dy, dx, acc_s, acc_t);
-      if (st.has_pool) {
-        T* a = it.in_s;
-        it.in_s = it.out_s;
-        it.out_s = a;
-        T* b = it.in_t;
-        it.in_t = it.out_t;
-        it.out_t = b;
+      if (pools) {
+        T* a = it.in;
+        it.in = it.out;
+        it.out = a;
       }
     }
   }
   acc_s = tm.sum(acc_s);
   acc_t = tm.sum(acc_t);
   T s = static_cast<T>(acc_s / den), t = P.spatial ? static_cast<T>(acc_t / den) : T(0);
-  scalar_head(P, it, tm.lane == 0, s, t);
+  if (tm.lane == 0) scalar_head(P, it, it.smem, s, t);
   s_out = s;
   t_out = t;
 }
@@ -410,18 +498,17 @@ struct LaunchArgs {
   T* scratch;                // pooled stores, scratch_per_warp entries per resident team
   int64_t scratch_per_warp, store;
   int symmetric, self;
+  int paired;                // pair mode: item q is (X[q], Y[q]), its results at out_s[q], out_t[q]
 };
 
 // The work of team gw of nw (a persistent warp): items q0 + gw, q0 + gw + nw, ... with smem its
-// 2 PL + PA entries of shared memory. The kernel of gram_cuda.cu is this, and the host emulation runs it.
+// team_entries(P) entries of shared memory. The kernel of gram_cuda.cu is this, and the host emulation runs it.
 template <class T, class Team>
 NTKFAST_KD void team_items(const Team& tm, const ProgView<T>& P, const LaunchArgs<T>& a, int64_t gw, int64_t nw,
                            T* smem) {
   T* scr = a.scratch ? a.scratch + gw * a.scratch_per_warp : nullptr;
   Item<T> it;
-  it.bS = smem;
-  it.bT = smem + P.PL;
-  it.bA = smem + 2 * static_cast<int64_t>(P.PL);
+  it.smem = smem;
   it.self = a.self != 0;
   for (int64_t q = a.q0 + gw; q < a.q1; q += nw) {  // the same q on all lanes: team-uniform control flow
     int64_t i, j;
@@ -431,7 +518,9 @@ NTKFAST_KD void team_items(const Team& tm, const ProgView<T>& P, const LaunchArg
       it.self_out = a.self_out + i * a.ssz;
       it.self_x = it.self_y = it.self_out;
     } else {
-      if (a.symmetric) {
+      if (a.paired) {
+        i = j = q;
+      } else if (a.symmetric) {
         tri_decode(q, a.nx, i, j);
       } else {
         i = q / a.ny;
@@ -443,14 +532,13 @@ NTKFAST_KD void team_items(const Team& tm, const ProgView<T>& P, const LaunchArg
       it.self_y = a.SY + j * a.ssz;
       it.self_out = nullptr;
     }
-    it.in_s = scr;
-    it.in_t = scr ? scr + a.store : nullptr;
-    it.out_s = scr ? scr + 2 * a.store : nullptr;
-    it.out_t = scr ? scr + 3 * a.store : nullptr;
+    it.in = scr;
+    it.out = scr ? scr + 2 * a.store : nullptr;
+    it.t_off = a.store;
     T s, t;
     run_item(tm, P, it, s, t);
     if (!a.self && tm.lane == 0) {
-      const int64_t o = (i - a.row0) * a.ny + j;
+      const int64_t o = a.paired ? q : (i - a.row0) * a.ny + j;
       if (a.out_s) a.out_s[o] = s;
       if (a.out_t) a.out_t[o] = t;
     }

@@ -119,10 +119,27 @@ template std::unique_ptr<TileSession<double>> open_session<double>(Device, const
                                                                    const double*, int64_t, const double*,
                                                                    const double*, const RunOptions&);
 
+template <class T>
+void gram_pairs(Device dev, const Program& P, const PairArgs<T>& args, const RunOptions& opt) {
+  switch (dev) {
+    case Device::Cpu:
+      return cpu::gram_pairs(P, args, opt);
+    case Device::Cuda:
+#ifdef NTKFAST_WITH_CUDA
+      return cuda::gram_pairs(P, args, opt);
+#else
+      no_cuda();
+#endif
+  }
+  throw std::invalid_argument("unknown device");
+}
+
 template void self_data<float>(Device, const Program&, const float*, int64_t, float*, const RunOptions&);
 template void self_data<double>(Device, const Program&, const double*, int64_t, double*, const RunOptions&);
 template void gram_tile<float>(Device, const Program&, const TileArgs<float>&, const RunOptions&);
 template void gram_tile<double>(Device, const Program&, const TileArgs<double>&, const RunOptions&);
+template void gram_pairs<float>(Device, const Program&, const PairArgs<float>&, const RunOptions&);
+template void gram_pairs<double>(Device, const Program&, const PairArgs<double>&, const RunOptions&);
 
 int64_t cpu_thread_bytes(const Program& P, int itemsize) {
   return itemsize == 4 ? cpu::thread_bytes<float>(P) : cpu::thread_bytes<double>(P);

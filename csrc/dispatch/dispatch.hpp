@@ -18,6 +18,9 @@ void self_data(Device dev, const Program& P, const T* X, int64_t n, T* out, cons
 template <class T>
 void gram_tile(Device dev, const Program& P, const TileArgs<T>& args, const RunOptions& opt);
 
+template <class T>
+void gram_pairs(Device dev, const Program& P, const PairArgs<T>& args, const RunOptions& opt);
+
 // The tiles of one Gram computation against inputs the backend holds for the whole call: the CUDA backend
 // uploads program, inputs and self data once (cuda::Session), the CPU backend reads the host arrays. X (nx
 // rows), Y (ny rows; null for the Gram of X with itself), their self data and P must outlive the session.

@@ -117,8 +117,11 @@ def _tree_hash(cxx):
 
 
 def cache_root():
-    return os.environ.get("NTKFAST_EMU_CACHE") or os.path.join(tempfile.gettempdir(),
-                                                              f"ntkfast-emulation-{os.getuid()}")
+    """Per user and per checkout (so that two worktrees testing at once keep their builds)."""
+    if os.environ.get("NTKFAST_EMU_CACHE"):
+        return os.environ["NTKFAST_EMU_CACHE"]
+    tree = hashlib.sha256(os.path.abspath(ROOT).encode()).hexdigest()[:8]
+    return os.path.join(tempfile.gettempdir(), f"ntkfast-emulation-{os.getuid()}-{tree}")
 
 
 def build(names, asan=None, jobs=None):

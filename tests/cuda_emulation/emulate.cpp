@@ -11,6 +11,7 @@
 //   emulate LANES TEAMS CASE...   each CASE is a path prefix: CASE.prog (program text), CASE.bin (inputs),
 //                                 writes CASE.out (self data of X, then NNGP and NTK, float64)
 //   emulate tri                   checks tri_decode
+#include <algorithm>
 #include <barrier>
 #include <cstdio>
 #include <cstring>
@@ -148,6 +149,20 @@ static void emulate(const Program& P, int lanes, int teams, const std::vector<do
         ks[j * ny + i] = ks[i * ny + j];
         kt[j * ny + i] = kt[i * ny + j];
       }
+  // Paired mode (gram_pairs): the pairs (X[i], Y[i]) must be the tile's entries (i, i), bitwise.
+  const int64_t np = std::min(nx, ny);
+  std::vector<T> ps(static_cast<size_t>(np) + 1, T(0)), pt(static_cast<size_t>(np) + 1, T(0));
+  LaunchArgs<T> b = a;
+  b.out_s = ps.data();
+  b.out_t = pt.data();
+  b.nx = b.ny = np;
+  b.q1 = np;
+  b.symmetric = 0;
+  b.paired = 1;
+  launch(v, b, lanes, teams, kPair);
+  for (int64_t i = 0; i < np; ++i)
+    if (ps[i] != os[i * ny + i] || pt[i] != ot[i * ny + i])
+      throw std::runtime_error("paired mode differs from the tile at pair " + std::to_string(i));
 }
 
 // tri_decode (the kernel's map from a linear index to a pair (i, j >= i) of a symmetric tile) against

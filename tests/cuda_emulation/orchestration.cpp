@@ -32,7 +32,8 @@ using namespace ntkfast;
 namespace {
 
 // A circular stage (CIRCULAR then SAME in circular planes), average pooling out of it, global pooling; a
-// Gaussian pooling, a VALID conv, Flatten and a scalar ReLU head; a fully-connected net.
+// Gaussian pooling, a VALID conv, Flatten and a scalar ReLU head; a fully-connected net; a residual block with a
+// strided main branch and a strided 1x1 shortcut (two registers pooled), then a 3-branch scalar head.
 const char* kNets[] = {
     "ntkfast-program 2\ninput image 8 7 2\nconv 3 3 1 1 CIRCULAR 1.4142135623730951 0.1 ntk 0\nrelu\n"
     "conv 3 3 1 1 SAME 1.4142135623730951 0.0 ntk 0\nrelu\navgpool 2 2 2 2 VALID\nconv 3 3 1 1 SAME 1.4142135623730951 0.0 ntk 0\n"
@@ -40,7 +41,13 @@ const char* kNets[] = {
     "ntkfast-program 2\ninput image 9 9 1\nconv 3 3 1 1 SAME 1.4142135623730951 0.0 ntk 0\nrelu\ngaussianpool 2 0\n"
     "conv 2 2 1 1 VALID 1.3 0.2 ntk 0\nrelu\nflatten\ndense 1.5 0.2 ntk 0\nrelu\ndense 1.0 0.0 ntk 0\n",
     "ntkfast-program 2\ninput vector 11\ndense 1.2 0.4 ntk 0\nrelu\ndense 1.4142135623730951 0.1 ntk 0\nrelu\ndense 1.0 0.0 ntk 0\n",
+    "ntkfast-program 2\ninput image 8 7 2\nconv 3 3 1 1 SAME 1.4142135623730951 0.1 ntk 0\nfanout 2\nparallel 2\nbranch\n"
+    "relu\nconv 3 3 2 2 SAME 1.4142135623730951 0.0 ntk 0\nrelu\nconv 3 3 1 1 SAME 1.4142135623730951 0.0 ntk 0\n"
+    "branch\nconv 1 1 2 2 SAME 1.4142135623730951 0.0 ntk 0\nend\nfaninsum\nrelu\nglobalavgpool\ndense 1.0 0.0 ntk 0\n"
+    "fanout 3\nparallel 3\nbranch\nrelu\ndense 1.0 0.0 ntk 0\nbranch\nidentity\nbranch\nerf 1.0 1.0 0.0\n"
+    "dense 0.8 0.2 ntk 0\nend\nfaninsum\n",
 };
+constexpr int kNumNets = sizeof(kNets) / sizeof(kNets[0]);
 
 [[noreturn]] void fail(const std::string& what) { throw std::runtime_error(what); }
 void expect(bool ok, const std::string& what) {
@@ -163,12 +170,13 @@ void basic_one(const std::string& text, const std::string& name) {
 }
 
 void basic() {
-  for (int k = 0; k < 3; ++k) {
+  for (int k = 0; k < kNumNets; ++k) {
     basic_one<float>(kNets[k], "net" + std::to_string(k) + "<float>");
     basic_one<double>(kNets[k], "net" + std::to_string(k) + "<double>");
   }
-  std::cout << "ok basic: 3 nets x {float, double}: self data, symmetric and rectangular tiles, single kernels, "
-               "bitwise equal to the CPU backend; progress; nothing left on the device\n";
+  std::cout << "ok basic: " << kNumNets << " nets (one residual) x {float, double}: self data, symmetric and "
+               "rectangular tiles, single kernels, bitwise equal to the CPU backend; progress; nothing left on the "
+               "device\n";
 }
 
 void bands() {
@@ -522,9 +530,28 @@ void smem_attribute() {
     threw = std::string(e.what()).find("shared memory") != std::string::npos;
   }
   expect(threw, "planes too large for shared memory are an error naming it");
+  // A residual block keeps two registers' planes per warp: 2 x (S, T) of 32x32 float64 and the temp, about
+  // 40 KiB; each launch asks for whole warps of that.
+  Inputs<double> res("ntkfast-program 2\ninput image 32 32 1\nconv 3 3 1 1 SAME 1.4142135623730951 0.0 ntk 0\n"
+                     "fanout 2\nparallel 2\nbranch\nrelu\nconv 3 3 1 1 SAME 1.4142135623730951 0.0 ntk 0\nbranch\n"
+                     "identity\nend\nfaninsum\nrelu\nflatten\n",
+                     2, 1, 113);
+  const cuda::ProgBlob<double> blob(res.P);
+  const int64_t per_warp = cuda::team_entries(blob.meta()) * static_cast<int64_t>(sizeof(double));
+  expect(blob.meta().NR == 2 && per_warp >= (4 * 32 * 32 + 32 * 32) * 8, "two registers' planes per warp: " +
+                                                                             std::to_string(per_warp) + " bytes");
+  const size_t before = standin::counters().launch_log.size();
+  const auto want_res = res.cpu(true);
+  const auto got_res = res.gpu(true, o);
+  same(got_res.first, want_res.first, "residual nngp");
+  same(got_res.second, want_res.second, "residual ntk");
+  const auto log = standin::counters().launch_log;
+  expect(log.size() > before, "the residual net launched");
+  for (size_t k = before; k < log.size(); ++k)
+    expect(log[k].smem > 0 && log[k].smem % per_warp == 0, "launch shared memory in whole warps of two registers");
   expect_clean("smem_attribute");
   std::cout << "ok smem_attribute: launches above 48 KiB of shared memory run (the attribute is set), planes too "
-               "large are refused\n";
+               "large are refused, a residual net's warps hold two registers' planes\n";
 }
 
 void fault_common(bool synced) {
@@ -604,6 +631,44 @@ void no_driver() {
   std::cout << "ok no_driver: status says why, calls throw\n";
 }
 
+// The program blob refuses, host-side and naming what, a program it cannot run as written: an op or scalar kind
+// outside the enums, a register outside the program's, resolutions of a register that do not chain through its
+// ops (the kernels derive every span from them), a pooled register that does not enter the next stage.
+void malformed() {
+  const Program good = prog(kNets[3]);
+  (void)cuda::ProgBlob<float>(good);
+  int refused = 0;
+  auto refuses = [&](const std::string& what, const std::string& says, const std::function<void(Program&)>& spoil) {
+    Program P = good;
+    spoil(P);
+    std::string msg;
+    try {
+      cuda::ProgBlob<float> b(P);
+    } catch (const std::invalid_argument& e) {
+      msg = e.what();
+    }
+    expect(msg.find(says) != std::string::npos, what + ": refused saying '" + says + "'; got '" + msg + "'");
+    ++refused;
+  };
+  auto first_of = [](Program& P, StageOp::Kind k) -> StageOp& {
+    for (Stage& st : P.stages)
+      for (StageOp& o : st.ops)
+        if (o.kind == k) return o;
+    throw std::runtime_error("no such op in the test net");
+  };
+  refuses("unknown stage op kind", "unknown stage op kind 7",
+          [&](Program& P) { first_of(P, StageOp::Act).kind = static_cast<StageOp::Kind>(7); });
+  refuses("unknown scalar op kind", "unknown scalar op kind 9",
+          [](Program& P) { P.scalar.back().kind = static_cast<ScalarOp::Kind>(9); });
+  refuses("register out of range", "outside [0, 3)", [&](Program& P) { first_of(P, StageOp::Conv).reg = 3; });
+  refuses("copy of a dead register", "holds nothing", [&](Program& P) { first_of(P, StageOp::Copy).src = 2; });
+  refuses("resolutions that do not chain", "reads register", [](Program& P) { P.stages[0].pools[0].h_src += 1; });
+  refuses("pooled register not entering", "does not enter",
+          [](Program& P) { P.stages[1].regs_in[0] = 2; });
+  refuses("scalar read of a dead register", "holds nothing", [](Program& P) { P.scalar[0].reg = 2; });
+  std::cout << "ok malformed: the program blob refuses " << refused << " malformed programs with the reason\n";
+}
+
 const std::map<std::string, std::function<void()>> kScenarios = {
     {"basic", basic},
     {"bands", bands},
@@ -620,6 +685,7 @@ const std::map<std::string, std::function<void()>> kScenarios = {
     {"fault_sync", fault_sync},
     {"fault_self", fault_self},
     {"no_driver", no_driver},
+    {"malformed", malformed},
 };
 
 }  // namespace

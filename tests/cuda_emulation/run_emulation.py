@@ -8,9 +8,10 @@ standing in for warps), runs nets through it and compares, in float64 and float3
   the CPU's order. With 32 lanes the readout sums (float64) are added in another order, so float64 results
   may differ in the last bits (allowed: 1e-13 relative) and float32 results stay bitwise unless a float64
   sum falls within 1e-16 of a float32 rounding boundary (reported as a failure: it has not happened);
-- with the float64 reference: the fixed nets (LAYER_NETS, PRESETS of test_backend_vs_reference) within the
-  relative tolerances of that module, the random nets (``random_case(seed)`` of tests/random_nets.py)
-  elementwise within ``tolerances(case)`` of tests/test_random_nets.py.
+- with the float64 reference: the fixed nets (LAYER_NETS, PRESETS of test_backend_vs_reference, and the
+  branching nets of residual_nets() here) within the relative tolerances of that module, the random nets
+  (``random_case(seed)`` of tests/random_nets.py) elementwise within ``tolerances(case)`` of
+  tests/test_random_nets.py.
 
     python tests/cuda_emulation/run_emulation.py [--lanes 1|32] [--teams N] [--seeds 0:40] [--quick]
                                                  [--nets a,b] [--tsan]
@@ -63,10 +64,43 @@ class EmuCase:
         return self._ref
 
 
+def residual_nets():
+    """Branching nets (FanOut / parallel / FanInSum: several registers per plane), name -> (arch, input shape):
+    WRN-style blocks with an Identity and a strided 1x1 shortcut, branches that pool alike (two registers
+    entering a stage), a CIRCULAR and a VALID conv in one block (the change of representation of two
+    registers), a nested block, a 3-branch fully-connected head after the readout, a fully-connected net."""
+    from ntkfast import (AvgPool, Conv, Dense, Erf, FanInSum, FanOut, Flatten, GlobalAvgPool, Identity, ReLU,
+                         parallel, serial)
+    block = parallel([ReLU(), Conv(3), ReLU(), Conv(3)], Identity())
+    return {
+        "res_identity": (serial(Conv(3), FanOut(2), block, FanInSum(), FanOut(2), block, FanInSum(), ReLU(),
+                                GlobalAvgPool(), Dense()), (7, 6, 2)),
+        "res_strided": (serial(Conv(3, b_std=0.1), FanOut(2),
+                               parallel([ReLU(), Conv(3, stride=2), ReLU(), Conv(3)], Conv(1, stride=2)),
+                               FanInSum(), ReLU(), GlobalAvgPool(), Dense()), (8, 7, 1)),
+        "res_pool_branches": (serial(Conv(3), FanOut(2), parallel([ReLU(), Conv(3), AvgPool(2)], AvgPool(2)),
+                                     FanInSum(), ReLU(), Conv(3, padding="CIRCULAR"), ReLU(), GlobalAvgPool(),
+                                     Dense()), (8, 8, 1)),
+        "res_circ_valid": (serial(Conv(3, padding="CIRCULAR"), FanOut(2),
+                                  parallel([ReLU(), Conv(3, padding="CIRCULAR"), ReLU(), Conv(3, padding="VALID")],
+                                           Conv(3, padding="VALID")),
+                                  FanInSum(), ReLU(), AvgPool(2), Conv(3), ReLU(), GlobalAvgPool()), (7, 6, 1)),
+        "res_nested": (serial(Conv(3), FanOut(2),
+                              parallel([FanOut(2), parallel([ReLU(), Conv(3)], Identity()), FanInSum(), ReLU(),
+                                        Conv(3)], Identity()),
+                              FanInSum(), ReLU(), Flatten(), Dense()), (6, 6, 1)),
+        "res_fc_head3": (serial(Conv(3), ReLU(), Flatten(), Dense(1.3, 0.1), FanOut(3),
+                                parallel([ReLU(), Dense()], Identity(), [Erf(), Dense(0.8, 0.2)]), FanInSum(),
+                                ReLU(), Dense()), (5, 5, 1)),
+        "res_fc": (serial(Dense(1.2, 0.3), FanOut(2), parallel([ReLU(), Dense()], Identity()), FanInSum(), ReLU(),
+                          Dense()), (9,)),
+    }
+
+
 def fixed_cases(quick=False, names=None):
     from test_backend_vs_reference import LAYER_NETS, PRESETS
     cases = []
-    for name, (arch, shape) in sorted(LAYER_NETS.items()):
+    for name, (arch, shape) in sorted({**LAYER_NETS, **residual_nets()}.items()):
         if names and name not in names:
             continue
         rng = np.random.default_rng(abs(hash(name)) % 2 ** 32)

@@ -4,12 +4,14 @@ Complements the GPU tests (tests/test_gpu.py) and does not replace them: no GPU 
 memory model is exercised here, only the code that the kernel runs, with host threads standing in for lanes.
 
 - one-lane teams (two at once): every layer-type net and the small presets of test_backend_vs_reference,
-  and the random nets random_case(0..11), in float64 and float32, bitwise equal to the CPU backend (self data
-  and both kernels) and within the reference tolerances (``run_emulation.judge``);
+  the branching nets of run_emulation.residual_nets(), and the random nets random_case(0..11), in float64
+  and float32, bitwise equal to the CPU backend (self data and both kernels) and within the reference
+  tolerances (``run_emulation.judge``);
 - ThreadSanitizer build, two teams of 32 threads (a barrier per warp sync, the butterfly for the sums) on a
   few small nets covering every kind of pass (circular planes and their segments, VALID, both poolings out
-  of linear and circular stages, the change of representation, scalar heads, a vector net): no data race,
-  float32 bitwise equal to the CPU backend.
+  of linear and circular stages, the change of representation, scalar heads, a vector net, and the register
+  passes of branching nets: copies, adds, several registers pooled and changing representation, a 3-branch
+  scalar head): no data race, float32 bitwise equal to the CPU backend.
 ``python tests/cuda_emulation/run_emulation.py`` runs larger sets (all presets, 40 random nets, --lanes 32).
 """
 import time
@@ -19,7 +21,8 @@ import pytest
 
 import emu_build
 import run_emulation as R
-from ntkfast import AvgPool, Conv, Dense, Flatten, GaussianPool, GlobalAvgPool, ReLU, serial
+from ntkfast import (AvgPool, Conv, Dense, Erf, FanInSum, FanOut, Flatten, GaussianPool, GlobalAvgPool, Identity, ReLU,
+                     parallel, serial)
 
 pytestmark = pytest.mark.skipif(emu_build.compiler() is None or not emu_build.barrier_works(),
                                 reason="no C++20 compiler with std::barrier (g++ >= 11)")
@@ -35,6 +38,15 @@ TSAN_NETS = {
     "circular_flatten_pool": (serial(Conv((3, 2), padding="CIRCULAR"), ReLU(), GaussianPool(1), Conv(3), ReLU(),
                                      Flatten(), Dense()), (5, 6, 1)),
     "fc": (serial(Dense(1.2, 0.4), ReLU(), Dense(2 ** 0.5), ReLU(), Dense()), (9,)),
+    # Registers: copies and adds, a change of representation and a strided pooling of two registers.
+    "res_circ_valid_strided": (serial(Conv(3, padding="CIRCULAR"), FanOut(2),
+                                      parallel([ReLU(), Conv(3, padding="CIRCULAR"), ReLU(), Conv(2, padding="VALID")],
+                                               Conv(2, padding="VALID")),
+                                      FanInSum(), FanOut(2), parallel([ReLU(), Conv(3, stride=2)], Conv(1, stride=2)),
+                                      FanInSum(), ReLU(), GlobalAvgPool(), Dense()), (6, 5, 1)),
+    "res_fc_head3": (serial(Conv(3), ReLU(), Flatten(), Dense(), FanOut(3),
+                            parallel([ReLU(), Dense()], Identity(), [Erf(), Dense(0.8, 0.2)]), FanInSum(), ReLU(),
+                            Dense()), (5, 4, 1)),
 }
 HEAVY = {"bietti_mairal/sym"}  # 28x28: its float64 reference alone takes seconds; run_emulation.py covers it
 

@@ -2,8 +2,9 @@
 (tests/cuda_emulation/stand_in), with AddressSanitizer where it works: sessions and tiles, bands streamed
 back on a second stream, mirroring, out-of-memory retries (fewer resident warps, fewer rows per band,
 inputs streamed per tile and split), cancellation and progress, device selection and per-device kernel
-probes, the shared-memory attribute set once per device, kernel faults reported with their launch and the
-refusal that follows. Results are compared bitwise with the CPU backend (orchestration.cpp).
+probes, the shared-memory attribute set once per device (and sized by the registers of branching nets), kernel
+faults reported with their launch and the refusal that follows, malformed programs refused by the program
+blob. Results are compared bitwise with the CPU backend (orchestration.cpp).
 
 Complements the GPU tests (tests/test_gpu.py) and does not replace them: the stand-in models the runtime
 semantics the host code relies on, not a GPU.
@@ -17,7 +18,8 @@ import emu_build
 pytestmark = pytest.mark.skipif(emu_build.compiler() is None, reason="g++ not found")
 
 SCENARIOS = ["basic", "bands", "session", "oom_scratch", "oom_inputs", "oom_fail", "cancel", "devices",
-             "device_index", "attributes_once", "smem_attribute", "fault", "fault_sync", "fault_self", "no_driver"]
+             "device_index", "attributes_once", "smem_attribute", "fault", "fault_sync", "fault_self", "no_driver",
+             "malformed"]
 
 
 @pytest.fixture(scope="module")
