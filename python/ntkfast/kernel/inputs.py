@@ -14,8 +14,8 @@ from ..validation import check_choice
 from .arch import Arch
 
 __all__ = ["Kernels", "Inputs", "check_arch", "check_inputs", "read_inputs", "check_kind", "check_dtype",
-           "check_layout", "to_nhwc", "row_max", "fingerprint", "is_homogeneous", "safe_range", "row_scales", "KINDS",
-           "LAYOUTS"]
+           "check_layout", "to_nhwc", "row_max", "fingerprint", "is_homogeneous", "safe_range", "row_scales",
+           "rescale_rows", "scale_back", "check_finite", "KINDS", "LAYOUTS"]
 
 Kernels = namedtuple("Kernels", ["nngp", "ntk"])
 Kernels.__doc__ = """The two kernels of one architecture: ``nngp`` (NNGP / CKN, last-layer-only) and ``ntk``."""
@@ -260,3 +260,39 @@ def row_scales(arch, A, dtype, name="X", amax=None):
     which = f"up to {big:.3g}" if big > hi else f"as small as {small:.3g} (largest |entry| of a nonzero row)"
     raise ValueError(f"{name} has magnitudes {which}, outside the range {rng} where {dt.name} is accurate: {why}; "
                      f"{fix}")
+
+
+def rescale_rows(arch, X, Y, dtype, x_max=None, y_max=None):
+    """(X, Y, scales): rows outside ``dtype``'s safe range rescaled exactly by powers of two (homogeneous nets,
+    :func:`row_scales`; other nets raise there), and ``scales`` = None when nothing was rescaled, else the int
+    exponents (ex (N,), ey (M,)) that :func:`scale_back` undoes (ey is ex when Y is None)."""
+    dt = np.dtype(dtype)
+    ex = row_scales(arch, X, dt, "X", amax=x_max)
+    ey = None if Y is None else row_scales(arch, Y, dt, "Y", amax=y_max)
+    if ex is None and ey is None:
+        return X, Y, None
+
+    def apply(A, e):
+        return np.ldexp(A, e[(slice(None),) + (None,) * (A.ndim - 1)].astype(np.int32)).astype(dt, copy=False)
+
+    ex = np.zeros(len(X), np.int64) if ex is None else ex
+    if Y is None:
+        return apply(X, ex), None, (ex, ex)
+    ey = np.zeros(len(Y), np.int64) if ey is None else ey
+    return apply(X, ex), apply(Y, ey), (ex, ey)
+
+
+def scale_back(K, ex, ey):
+    """Kernels of rows rescaled by 2^ex and 2^ey (broadcastable int arrays) scaled back: K 2^-(ex + ey), exact
+    (K(a x, b y) = a b K(x, y) for a homogeneous net)."""
+    return np.ldexp(K, (-(np.asarray(ex) + np.asarray(ey))).astype(np.int32))
+
+
+def check_finite(results, where):
+    """Raise FloatingPointError if a kernel in ``results`` ({name: array}) is not finite: finite inputs give
+    finite kernels unless the arithmetic overflowed, and such a number must never be passed on."""
+    for k, r in results.items():
+        if not np.isfinite(r).all():
+            raise FloatingPointError(
+                f"the {k.upper()} of {where} overflowed in {r.dtype} (the net's intermediate covariances exceed "
+                f"its range); compute with dtype='float64'")

@@ -22,7 +22,9 @@ from .. import device as D
 from ..progress import PairProgress, check_progress, label_of
 from ..validation import check_choice, check_int
 from .arch import Arch
-from .inputs import check_arch, check_dtype, check_kind, check_layout, fingerprint, read_inputs, row_scales
+from .inputs import (check_arch, check_dtype, check_finite, check_kind, check_layout, fingerprint, read_inputs,
+                     rescale_rows, scale_back)
+from .interruptible import call
 
 if TYPE_CHECKING:  # field types of GramJob (the storage modules are imported when a job is prepared)
     from ..storage.memory import MemoryEstimate
@@ -210,8 +212,8 @@ class GramJob:
         from .. import _core
         prog = self.program()
         dev = D.core_name(self.device)
-        sx = _core.self_data(prog, self.X, dev, self.threads)
-        sy = sx if self.symmetric else _core.self_data(prog, self.Y, dev, self.threads)
+        sx = call(_core.self_data, prog, self.X, dev, self.threads)
+        sy = sx if self.symmetric else call(_core.self_data, prog, self.Y, dev, self.threads)
         return sx, sy
 
     @property
@@ -233,17 +235,18 @@ class GramJob:
             return 0
         from .. import _core
         prog = self.program()
-        sx, sy = self.self_data()
         Yv = self.X if self.symmetric else self.Y
-        # One session for all tiles: the CUDA backend uploads program, inputs and self data once.
-        session = _core.GramSession(prog, self.X, self.Y, sx, None if self.symmetric else sy, self.device,
-                                    self.threads)
         bar = progress_bar(self, progress) if progress else None
         count = 0
         try:
+            sx, sy = self.self_data()
+            # One session for all tiles: the CUDA backend uploads program, inputs and self data once.
+            session = _core.GramSession(prog, self.X, self.Y, sx, None if self.symmetric else sy, self.device,
+                                        self.threads)
             for (a, b), bounds in list(self.pending):
                 res = compute_tile(prog, self.X, Yv, sx, sy, bounds, self.symmetric, self.names, self.device,
-                                   self.threads, self.scales, session)
+                                   self.threads, self.scales, session,
+                                   progress=None if bar is None else bar.tile_progress)
                 self.store.write_tile(bounds, res, mirror=self.symmetric and a != b)
                 self.store.mark(a, b, bounds)
                 del res                       # one tile in flight: free it before the next is computed
@@ -303,30 +306,28 @@ def progress_bar(job, progress=True):
                         len(job.tiles) - len(job.pending), desc=label_of(progress, "gram"))
 
 
-def compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, device, threads, scales=None, session=None):
+def compute_tile(prog, X, Yv, sx, sy, bounds, symmetric, names, device, threads, scales=None, session=None,
+                 progress=None):
     """One tile's results {name: (i1-i0, j1-j0) array}; a diagonal tile of a symmetric Gram is symmetric.
 
     ``scales``: None, or (ex, ey) power-of-two exponents of the rows of X and Y (see
     :func:`ntkfast.inputs.row_scales`): the kernels of rescaled rows are scaled back by 2^-(ex_i + ey_j).
-    ``session``: a ``_core.GramSession`` of these inputs, which computes the tile against what it holds."""
+    ``session``: a ``_core.GramSession`` of these inputs, which computes the tile against what it holds.
+    ``progress``: None or a callable given the pairs done so far in this tile. Ctrl-C stops the tile within a
+    few pairs (:mod:`ntkfast.kernel.interruptible`)."""
     from .. import _core
     (i0, i1), (j0, j1) = bounds
     diag = symmetric and i0 == j0
     if session is not None:
-        res = session.tile(i0, i1, j0, j1, "nngp" in names, "ntk" in names)
+        res = call(session.tile, i0, i1, j0, j1, "nngp" in names, "ntk" in names, progress=progress)
     else:
-        res = _core.gram_tile(prog, X[i0:i1], Yv[j0:j1], sx[i0:i1], sy[j0:j1], diag, "nngp" in names,
-                              "ntk" in names, D.core_name(device), threads)
+        res = call(_core.gram_tile, prog, X[i0:i1], Yv[j0:j1], sx[i0:i1], sy[j0:j1], diag, "nngp" in names,
+                   "ntk" in names, D.core_name(device), threads, progress=progress)
     res = {k: r for k, r in zip(("nngp", "ntk"), res) if r is not None and k in names}
-    for k, r in res.items():  # finite inputs give finite kernels unless the arithmetic overflowed: never pass it on
-        if not np.isfinite(r).all():
-            raise FloatingPointError(
-                f"the {k.upper()} of tile rows {i0}:{i1}, columns {j0}:{j1} overflowed in {r.dtype} (the net's "
-                f"intermediate covariances exceed its range); compute with dtype='float64'")
+    check_finite(res, f"tile rows {i0}:{i1}, columns {j0}:{j1}")
     if scales is not None:
         ex, ey = scales
-        back = -(ex[i0:i1, None] + ey[None, j0:j1])
-        res = {k: np.ldexp(r, back.astype(np.int32)) for k, r in res.items()}
+        res = {k: scale_back(r, ex[i0:i1, None], ey[None, j0:j1]) for k, r in res.items()}
     return res
 
 
@@ -366,18 +367,7 @@ def prepare(X, Y=None, *, arch, kind=None, device="auto", dtype="float32", tile=
     # the inputs' identity, hashed only for a store that records it (before any rescaling below)
     fp_x, fp_y = (fingerprint(X), fingerprint(Y)) if store.records_meta else (None, None)
     # magnitudes outside dtype's safe range: rescale rows exactly (homogeneous nets) or refuse
-    ex = row_scales(arch, X, dt, "X", amax=x_max)
-    ey = None if Y is None else row_scales(arch, Y, dt, "Y", amax=y_max)
-    scales = None
-    if ex is not None or ey is not None:
-        ex = np.zeros(len(X), np.int64) if ex is None else ex
-        X = np.ldexp(X, ex[(slice(None),) + (None,) * (X.ndim - 1)].astype(np.int32)).astype(dt, copy=False)
-        if Y is None:
-            scales = (ex, ex)
-        else:
-            ey = np.zeros(len(Y), np.int64) if ey is None else ey
-            Y = np.ldexp(Y, ey[(slice(None),) + (None,) * (Y.ndim - 1)].astype(np.int32)).astype(dt, copy=False)
-            scales = (ex, ey)
+    X, Y, scales = rescale_rows(arch, X, Y, dt, x_max, y_max)
 
     # tile: the store's, the caller's, the budget's or the default; zarr arrays need whole chunks per tile
     chunks = store.existing_chunks
