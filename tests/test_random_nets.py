@@ -49,6 +49,15 @@ def check_case(case, devices=("cpu",)):
                                           f"{np.max(err - t):.3e} over the tolerance; {case.label}")
                 if case.Y is None:
                     assert np.array_equal(g, g.T), f"{name} {dtype}: gram(X) not exactly symmetric; {case.label}"
+            # the paired modes are the Gram's entries, bitwise: K(x_i, x_i) and K(x_i, y_i)
+            if case.Y is None:
+                paired, full = nf.gram_diag(case.X, arch=case.arch, dtype=dtype, device=device), got
+            else:
+                k = min(len(case.X), len(case.Y))
+                paired = nf.gram_pairs(case.X[:k], case.Y[:k], arch=case.arch, dtype=dtype, device=device)
+                full = [g[:k, :k] for g in got]
+            for name, p, g in zip(("nngp", "ntk"), paired, full):
+                assert np.array_equal(p, np.diag(g)), f"{name} {dtype} {device}: paired mode; {case.label}"
 
 
 @settings(max_examples=80, deadline=None, derandomize=True, database=None,

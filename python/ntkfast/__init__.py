@@ -2,6 +2,8 @@
 
 >>> import ntkfast as nf
 >>> k = nf.gram(X, arch=nf.presets.cntk(5, 'gap'))     # Kernels(nngp=(N, N), ntk=(N, N))
+>>> d = nf.gram_diag(X, arch=nf.presets.cntk(5, 'gap'))   # K(x_i, x_i): Kernels of (N,)
+>>> p = nf.gram_pairs(X, Y, arch=nf.presets.cntk(5, 'gap'))  # K(x_i, y_i): Kernels of (N,)
 
 The package is laid out by part: ``kernel/`` (layers, presets, inputs, the tiled Gram, the float64
 reference, stax), ``storage/`` (stores, the memory model, Dask), ``learning/`` (kernel ridge regression,
@@ -30,6 +32,7 @@ from .kernel.arch import (ABRelu, Abs, Arch, AvgPool, Conv, Cos, Dense, Erf, Fan
 from .kernel.inputs import Kernels  # noqa: E402,F401
 from .kernel import presets, reference  # noqa: E402,F401
 from .kernel.tiled import gram  # noqa: E402,F401
+from .kernel.paired import gram_diag, gram_pairs  # noqa: E402,F401
 from .config import show_config  # noqa: E402,F401
 
 _SUBMODULES = ("data", "config", "device", "validation", "progress", "cli", "kernel", "storage", "learning",

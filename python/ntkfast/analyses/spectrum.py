@@ -544,9 +544,9 @@ class ActivationKernel:
 
     def value_at_one(self):
         """k(1) (the self kernel, from the backend's self recursion)."""
-        from ..kernel.tiled import gram
+        from ..kernel.paired import gram_diag
         x = np.array([[2 ** 0.5, 0.0]])
-        return float(np.asarray(gram(x, arch=self.arch, kind=self.kind, dtype="float64", device=self.device))[0, 0])
+        return float(gram_diag(x, arch=self.arch, kind=self.kind, dtype="float64", device=self.device)[0])
 
 
 def activation_theory(activation, p, kind="ntk", w_std=2 ** 0.5):

@@ -167,24 +167,12 @@ def _gram(X, Y=None, *, arch, device, dtype):
     return gram(X, Y, arch=arch, device=device, dtype=dtype)
 
 
-def self_kernels(X, *, arch, device="auto", dtype="float64", batch=None):
-    """K(x, x) for every image of X (N, ...): ``Kernels(nngp=(N,), ntk=(N,))`` float64, each from the exact
-    self recursion (the diagonal of a symmetric :func:`ntkfast.gram`), no N x N Gram.
-
-    ``batch``: images per ``gram`` call, whose diagonal is kept. ``gram`` has a fixed cost per call (about
-    0.13 s for bietti_mairal on the 2-core CPU, against 5 ms per pair), so small symmetric blocks are ~3x
-    faster than one image per call. Default: 8, or 1 for architectures with GlobalAvgPool (all offset
-    planes per pair: pairs are dear)."""
-    from ..kernel.arch import GlobalAvgPool
-    if batch is None:
-        batch = 1 if any(isinstance(l, GlobalAvgPool) for l in getattr(arch, "layers", ())) else 8
-    batch = check_int(batch, "batch", 1)
-    X = np.asarray(X)
-    nn, nt = np.empty(len(X)), np.empty(len(X))
-    for i in range(0, len(X), batch):
-        k = _gram(X[i:i + batch], arch=arch, device=device, dtype=dtype)
-        nn[i:i + batch], nt[i:i + batch] = np.diag(k.nngp), np.diag(k.ntk)
-    return Kernels(nn, nt)
+def self_kernels(X, *, arch, device="auto", dtype="float64"):
+    """K(x, x) for every image of X (N, ...): ``Kernels(nngp=(N,), ntk=(N,))`` float64, bitwise the diagonal of
+    a symmetric :func:`ntkfast.gram`, in N pair evaluations (:func:`ntkfast.gram_diag`), no N x N Gram."""
+    from ..kernel.paired import gram_diag
+    k = gram_diag(X, arch=arch, device=device, dtype=dtype)
+    return Kernels(*(np.asarray(v, np.float64) for v in k))
 
 
 def _rel(kxx, kyy, kxy):
@@ -205,18 +193,18 @@ def relative_distances(X, Y, *, arch, device="auto", dtype="float64", self_x=Non
 
 def paired_distances(X, Y, *, arch, device="auto", dtype="float64", relative=False):
     """||Phi(x_i) - Phi(y_i)|| for matched pairs (x_i, y_i) of X, Y (N, ...): ``Kernels`` of float64 (N,)
-    (divided by ||Phi(x_i)|| if ``relative``)."""
+    (divided by ||Phi(x_i)|| if ``relative``); 3N pair evaluations (:func:`ntkfast.gram_diag` of X and Y,
+    :func:`ntkfast.gram_pairs` of X and Y)."""
+    from ..kernel.paired import gram_pairs
     X, Y = np.asarray(X), np.asarray(Y)
     if X.shape != Y.shape:
         raise ValueError(f"X and Y must have the same shape; got {X.shape} and {Y.shape}")
     sx = self_kernels(X, arch=arch, device=device, dtype=dtype)
     sy = self_kernels(Y, arch=arch, device=device, dtype=dtype)
-    cross = [_gram(X[i:i + 1], Y[i:i + 1], arch=arch, device=device, dtype=dtype) for i in range(len(X))]
+    cross = gram_pairs(X, Y, arch=arch, device=device, dtype=dtype)
     res = []
-    for j in range(2):  # nngp, ntk
-        kxx, kyy = np.asarray(sx[j], np.float64), np.asarray(sy[j], np.float64)
-        kxy = np.array([float(c[j][0, 0]) for c in cross])
-        d = np.sqrt(np.maximum(kxx + kyy - 2 * kxy, 0.0))
+    for kxx, kyy, kxy in zip(sx, sy, cross):
+        d = np.sqrt(np.maximum(kxx + kyy - 2 * np.asarray(kxy, np.float64), 0.0))
         res.append(d / np.sqrt(kxx) if relative else d)
     return Kernels(*res)
 

@@ -551,8 +551,8 @@ class Parallel(Layer):
 
 
 def parallel(*branches):
-    """Branches for the streams of a :class:`FanOut`: each a layer or a list of layers (or a serial net of its
-    own), e.g. a residual block ``FanOut(2), parallel([ReLU(), Conv(3), ReLU(), Conv(3)], Identity()),
+    """Branches for the streams of a :class:`FanOut`: each a layer or a list of layers (a branch is not a net
+    of its own: ``serial`` would refuse a branch without a readout), e.g. a residual block ``FanOut(2), parallel([ReLU(), Conv(3), ReLU(), Conv(3)], Identity()),
     FanInSum()``."""
     return Parallel(tuple(branches))
 
