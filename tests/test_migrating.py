@@ -2,13 +2,12 @@
 is importable (the same code with the other import)."""
 import os
 import re
-import sys
 
 import numpy as np
-import pytest
+
+from peer import stax_or_skip
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "migrating.md")
-PEERS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "peers")
 
 
 def _example():
@@ -27,19 +26,12 @@ def test_worked_example_runs():
 
 
 def test_worked_example_matches_neural_tangents():
-    pytest.importorskip("jax")
-    sys.path.insert(0, PEERS)
-    try:
-        import nt_shim  # noqa: F401
-        import neural_tangents.stax  # noqa: F401
-    except Exception as e:
-        pytest.skip(f"neural-tangents not importable: {e!r}")
-    import jax
-    jax.config.update("jax_enable_x64", True)
-    ours, theirs = {}, {}
+    """The same code with neural-tangents' stax (run in a worker process, tests/peer.py) in place of ours."""
+    ours, theirs = {}, {"stax": stax_or_skip()}
     code = _example()
     exec(compile(code, "docs/migrating.md", "exec"), ours)
-    exec(compile(code.replace("from ntkfast import stax", "from neural_tangents import stax"), "peer", "exec"), theirs)
+    assert "from ntkfast import stax\n" in code
+    exec(compile(code.replace("from ntkfast import stax\n", ""), "peer", "exec"), theirs)
     off = ~np.eye(20, dtype=bool)   # stax's diagonal carries its sqrt(eps) angle error (docs/migrating.md)
     t = np.asarray(theirs["k_train"])
     assert np.max(np.abs(ours["k_train"] - t)[off]) <= 1e-12 * np.abs(t).max()

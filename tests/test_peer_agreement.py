@@ -1,31 +1,18 @@
 """Agreement with neural-tangents' analytic ``stax`` kernels, when it is importable (it is not a dependency;
-../shared/peers/nt_shim.py imports it on current JAX). Skipped otherwise."""
-import os
-import sys
-
+../shared/peers/nt_shim.py imports it on current JAX; tests/peer.py runs it in a worker process). Skipped
+otherwise."""
 import numpy as np
 import pytest
 
 import ntkfast as nf
 from conftest import rel_err
-
-PEERS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "peers")
+from peer import stax_or_skip
 
 
 @pytest.fixture(scope="module")
 def stax():
-    pytest.importorskip("jax")
-    if not os.path.isfile(os.path.join(PEERS, "nt_shim.py")):
-        pytest.skip("no neural-tangents import shim at ../shared/peers")
-    sys.path.insert(0, PEERS)
-    try:
-        import nt_shim  # noqa: F401
-        from neural_tangents import stax as s
-    except Exception as e:  # not installed, or an incompatible JAX
-        pytest.skip(f"neural-tangents not importable: {e!r}")
-    import jax
-    jax.config.update("jax_enable_x64", True)
-    return s
+    """neural-tangents' stax, run in a worker process (tests/peer.py); skipped when it is not importable."""
+    return stax_or_skip()
 
 
 def test_matches_stax(stax):
@@ -237,7 +224,6 @@ def _inputs(kind):
     return rng.standard_normal((3, 7, 6, 2)) if kind == "image" else rng.standard_normal((4, 5))
 
 
-@pytest.mark.filterwarnings("ignore:Inputs to this layer are assumed to have unit norm")  # stax.Hermite, see above
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_new_layers_match_stax(stax, case):
     """float64 agreement with stax: |ours - stax| <= 1e-12 max|K| + the angle allowance of the net, entrywise.

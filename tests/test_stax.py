@@ -4,8 +4,6 @@ Each net is written once as a function of the stax module, so that the same code
 ``ntkfast.stax`` and with ``neural_tangents.stax`` (the peer, when importable: skipped otherwise).
 """
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -13,8 +11,7 @@ import pytest
 import ntkfast as nf
 from ntkfast import stax
 from conftest import rel_err
-
-PEERS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "peers")
+from peer import stax_or_skip
 
 
 # ---- nets written against a stax module S ----------------------------------------------------------------
@@ -138,18 +135,8 @@ def test_dense_before_the_readout_is_a_1x1_conv():
 
 @pytest.fixture(scope="module")
 def nt_stax():
-    pytest.importorskip("jax")
-    if not os.path.isfile(os.path.join(PEERS, "nt_shim.py")):
-        pytest.skip("no neural-tangents import shim at ../shared/peers")
-    sys.path.insert(0, PEERS)
-    try:
-        import nt_shim  # noqa: F401
-        from neural_tangents import stax as s
-    except Exception as e:  # not installed, or an incompatible JAX
-        pytest.skip(f"neural-tangents not importable: {e!r}")
-    import jax
-    jax.config.update("jax_enable_x64", True)
-    return s
+    """neural-tangents' stax, run in a worker process (tests/peer.py); skipped when it is not importable."""
+    return stax_or_skip()
 
 
 @pytest.mark.parametrize("name", sorted(NETS))
