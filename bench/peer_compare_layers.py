@@ -5,7 +5,10 @@ Workloads (every Conv 3x3, W_std = sqrt 2, no bias; all nets end with GlobalAvgP
 - ``wrn``:  a WideResNet-style stack of strided convs without skip connections on 32x32x3: Conv(3), ReLU,
   2 x [Conv(3, stride 2), ReLU, Conv(3), ReLU] (32 -> 16 -> 8 positions per axis), SAME padding;
 - ``erf5``: 5 x [Conv(3) SAME, Erf()] on 28x28x1;
-- ``gap5``: 5 x [Conv(3) SAME, ReLU] on 28x28x1 (the reference workload of docs/design.md, as a sanity anchor).
+- ``gap5``: 5 x [Conv(3) SAME, ReLU] on 28x28x1 (the reference workload of docs/design.md, as a sanity anchor);
+- ``wrn10``: ``ntkfast.presets.wrn(10)`` on 32x32x3, a WideResNet with skip connections (issue 17): Conv, then
+  3 groups (strides 1, 2, 2) of one block FanOut(2), parallel([ReLU, Conv(stride), ReLU, Conv], Conv(stride)),
+  FanInSum; GlobalAvgPool; Dense (W_std = 1 everywhere, no bias), written for the peer with its own stax.
 
 ntkfast: ``ntkfast.gram(X, Y, arch=..., device='cpu', dtype='float32')`` on an n x n block grown until one
 call takes ``--seconds``, then the best of ``--repeats`` calls. neural-tangents 0.6.5: its ``kernel_fn`` under
@@ -44,22 +47,31 @@ WORKLOADS = {
     "wrn": ((32, 32, 3), [_C, ("relu",)] + [_C2, ("relu",), _C, ("relu",)] * 2 + [("gap",), ("dense",)]),
     "erf5": ((28, 28, 1), [_C, ("erf",)] * 5 + [("gap",), ("dense",)]),
     "gap5": ((28, 28, 1), [_C, ("relu",)] * 5 + [("gap",), ("dense",)]),
+    "wrn10": ((32, 32, 3), None),    # a preset with branches: built by _ours / _peer below
 }
 DESCRIPTIONS = {
     "wrn": "Conv3, ReLU, 2 x [Conv3 stride 2, ReLU, Conv3, ReLU], GAP, Dense; 32x32x3",
     "erf5": "5 x [Conv3 SAME, Erf], GAP, Dense; 28x28x1",
     "gap5": "5 x [Conv3 SAME, ReLU], GAP, Dense; 28x28x1",
+    "wrn10": "presets.wrn(10): Conv3, 3 x residual block (strides 1, 2, 2; Conv3 shortcuts), GAP, Dense; 32x32x3",
 }
 
 
 def _ours(name):
     import ntkfast as nf
+    if name == "wrn10":
+        return nf.presets.wrn(10)
     make = {"conv": lambda stride=1: nf.Conv(3, W_std=2 ** 0.5, b_std=None, padding="SAME", stride=stride),
             "relu": nf.ReLU, "erf": nf.Erf, "gap": nf.GlobalAvgPool, "dense": lambda: nf.Dense(1.0, None)}
     return nf.serial(*[make[layer[0]](**(layer[1] if len(layer) > 1 else {})) for layer in WORKLOADS[name][1]])
 
 
 def _peer(stax, name):
+    if name == "wrn10":     # the layers of ntkfast.presets.wrn(10), in the peer's stax
+        conv = lambda s=1: stax.Conv(1, (3, 3), (s, s), padding="SAME", W_std=1.0, b_std=None)  # noqa: E731
+        blocks = [stax.serial(stax.FanOut(2), stax.parallel(stax.serial(stax.Relu(), conv(s), stax.Relu(), conv()),
+                                                            conv(s)), stax.FanInSum()) for s in (1, 2, 2)]
+        return stax.serial(conv(), *blocks, stax.GlobalAvgPool(), stax.Dense(1, 1.0, 0.0))[2]
     make = {"conv": lambda stride=1: stax.Conv(1, (3, 3), strides=(stride, stride), padding="SAME", W_std=2 ** 0.5,
                                                b_std=None),
             "relu": stax.Relu, "erf": stax.Erf, "gap": stax.GlobalAvgPool, "dense": lambda: stax.Dense(1, 1.0, None)}
@@ -171,7 +183,7 @@ def main(argv=None):
     ap.add_argument("--peer-worker", help=argparse.SUPPRESS)
     ap.add_argument("--peer-python", default=sys.executable, help="Python that can import jax + neural-tangents")
     ap.add_argument("--peer-dir", default=DEFAULT_PEER_DIR, help="folder with nt_shim.py")
-    ap.add_argument("--workloads", default="wrn,erf5,gap5", help=f"some of {','.join(WORKLOADS)}")
+    ap.add_argument("--workloads", default="wrn,erf5,gap5,wrn10", help=f"some of {','.join(WORKLOADS)}")
     ap.add_argument("--blocks", default="4,8,16", help="peer block sizes (images per side) to try")
     ap.add_argument("--seconds", type=float, default=5.0, help="seconds per measurement (ntkfast call; peer calls)")
     ap.add_argument("--repeats", type=int, default=3, help="ntkfast calls per round (best counts)")
