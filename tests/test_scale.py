@@ -131,9 +131,9 @@ def test_sigkill_then_resume_is_bitwise_and_recomputes_nothing(digits, tmp_path,
     computed = []
     real = gram_module.compute_tile
 
-    def counting(prog, X_, Yv, sx, sy, bounds, *a):
+    def counting(prog, X_, Yv, sx, sy, bounds, *a, **kw):
         computed.append(bounds)
-        return real(prog, X_, Yv, sx, sy, bounds, *a)
+        return real(prog, X_, Yv, sx, sy, bounds, *a, **kw)
     monkeypatch.setattr(gram_module, "compute_tile", counting)
     k = nf.gram(X, arch=nf.presets.by_name("gap3"), out=store)      # same arguments; tile taken from the store
     monkeypatch.setattr(gram_module, "compute_tile", real)
