@@ -3,7 +3,8 @@
 Runs ``ntkfast gram`` on random 32x32x3 images with myrtle5 (about 2 ms per pair per core, so a 256 x 256
 tile runs for a minute or more on 2 cores) writing to a zarr store, sends SIGINT after ``--after`` seconds
 (well inside the first tile), and reports the seconds from the signal to the process's exit, its exit
-status and the last line it printed (the resume note). Then the same for a Python call of
+status and the last line it printed (the resume note). Then the same for Python calls: ``ntkfast.gram`` on
+100 gap5 images (the case of issue 14: one tile, 136 s from Ctrl-C to the prompt before cancellation) and
 ``ntkfast.gram_diag`` on 4,096 images (one long paired-mode call per chunk).
 
     python bench/ctrl_c_latency.py [--after 6] [--repeats 3]
@@ -18,6 +19,13 @@ import tempfile
 import time
 
 import numpy as np
+
+PY_GAP5 = """
+import numpy as np, ntkfast as nf
+X = np.random.default_rng(0).standard_normal((100, 28, 28, 1)).astype(np.float32)
+print('start', flush=True)
+nf.gram(X, arch=nf.presets.by_name('gap5'))
+"""
 
 PY_DIAG = """
 import numpy as np, ntkfast as nf
@@ -53,6 +61,11 @@ def main(argv=None):
             cmd = [sys.executable, "-m", "ntkfast", "gram", "--arch", "myrtle5", "--data", data, "--out", out,
                    "--tile", "256"]
             row = {"what": "ntkfast gram (CLI), myrtle5 32x32x3, tile 256", **stop_after(cmd, args.after)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        for r in range(args.repeats):
+            row = {"what": "ntkfast.gram (Python), gap5, 100 images 28x28 (one 100x100 tile)",
+                   **stop_after([sys.executable, "-c", PY_GAP5], args.after)}
             rows.append(row)
             print(json.dumps(row), flush=True)
         for r in range(args.repeats):

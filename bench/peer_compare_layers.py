@@ -155,8 +155,9 @@ def time_ours(name, seconds, repeats):
 def check_same_net(name, peer_row):
     """Relative difference between the peer's float32 kernels of the first 2x2 pairs and ours in float64."""
     import ntkfast as nf
-    X, Y = _inputs(name, 2, 0, np.float32)
-    k = nf.gram(X.astype(np.float64), Y.astype(np.float64), arch=_ours(name), device="cpu", dtype="float64")
+    X, Y = _inputs(name, peer_row["block"], 0, np.float32)       # the peer's own inputs: its first 2 x 2 pairs
+    X, Y = X[:2].astype(np.float64), Y[:2].astype(np.float64)
+    k = nf.gram(X, Y, arch=_ours(name), device="cpu", dtype="float64")
     return {kind: float(np.max(np.abs(getattr(k, kind) - np.asarray(peer_row["check"][kind])))
                         / np.max(np.abs(getattr(k, kind)))) for kind in ("nngp", "ntk")}
 

@@ -178,3 +178,36 @@ def test_tile_progress_moves_inside_a_tile(monkeypatch, capsys):
     # one tile of 800 pairs: the bar moved while it ran, not only at its end
     assert any(0 < t < 800 for t in ticks), ticks[:10]
     assert "800/800" in capsys.readouterr().err
+
+
+_CHILD = """
+import signal, sys
+import numpy as np, ntkfast as nf
+signal.signal(signal.SIGINT, signal.default_int_handler)   # even where the test runner ignores SIGINT
+X = np.random.default_rng(0).standard_normal((300, 32, 32, 3)).astype(np.float32)
+print("start", flush=True)
+nf.gram(X, arch=nf.presets.myrtle(5), out=sys.argv[1], tile=256)
+"""
+
+
+def test_ctrl_c_then_exit_is_a_clean_keyboard_interrupt(tmp_path):
+    """SIGINT to a process inside a tile: it exits by KeyboardInterrupt (status -SIGINT) with the resume note,
+    promptly; never by an abort (a process leaving while a thread is still in the backend dies in C++)."""
+    import signal
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path / "g.zarr")], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "start"
+        time.sleep(1.5)
+        t0 = time.perf_counter()
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        stopped = time.perf_counter() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == -signal.SIGINT, (p.returncode, err[-800:])
+    assert "KeyboardInterrupt" in err and "resumes from them" in err and "terminate called" not in err
+    assert stopped < 5.0

@@ -34,30 +34,41 @@ def call(fn, *args, progress=None):
     if threading.current_thread() is not threading.main_thread():
         return fn(*args, control)
     box = {}
+    # Completion is an Event set by the worker, not Thread.join()/is_alive(): a KeyboardInterrupt that lands
+    # inside Thread.join can leave the Thread object reporting "not alive" while the thread still runs (seen on
+    # CPython 3.11), and a process that exits while a thread is inside the backend aborts in C++ ("terminate
+    # called without an active exception").
+    done = threading.Event()
 
     def work():
         try:
             box["result"] = fn(*args, control)
         except BaseException as e:   # handed to the waiting thread, which raises it
             box["error"] = e
+        finally:
+            done.set()
 
     worker = threading.Thread(target=work, name="ntkfast-backend", daemon=True)
     worker.start()
     try:
-        while worker.is_alive():
-            worker.join(POLL_S)
+        while not done.wait(POLL_S):
             if progress is not None:
                 progress(control.progress)
+        if progress is not None:          # the final count, also for calls shorter than one slice
+            progress(control.progress)
     except KeyboardInterrupt:
         control.cancel()
         # the backend checks the flag between pairs; a second Ctrl-C while it winds down is ignored so that
-        # no result is left half-written by a caller that has moved on
-        while worker.is_alive():
+        # the caller never goes on (or exits) while the backend still runs
+        while not done.is_set():
             try:
-                worker.join()
+                done.wait()
             except KeyboardInterrupt:
                 pass
         raise
+    finally:
+        if done.is_set():
+            worker.join()
     if "error" in box:
         raise box["error"]
     return box["result"]
