@@ -15,6 +15,7 @@ retried once; a second crash fails the test with the worker's last words. jax's 
 shim at ../shared/peers is missing. The worker runs this interpreter, or ``NTKFAST_PEER_PYTHON`` when set (a
 Python that has jax and neural-tangents, e.g. a separate virtual environment).
 """
+import atexit
 import collections
 import os
 import pickle
@@ -99,8 +100,11 @@ class Worker:
 
     def stop(self):
         if self.proc is not None:
-            self.proc.kill()
+            if self.proc.poll() is None:
+                self.proc.kill()
             self.proc.wait()
+            for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                f.close()
             self.proc = None
 
     def call(self, spec, x1, x2, get, kwargs):
@@ -114,7 +118,7 @@ class Worker:
                 self.proc.wait()
                 err = self.proc.stderr.read().decode(errors="replace")[-2000:]
                 code = self.proc.returncode
-                self.proc = None
+                self.stop()
                 if attempt == 2:
                     raise RuntimeError(f"the neural-tangents worker died twice (exit {code}):\n{err}")
                 continue
@@ -126,20 +130,31 @@ class Worker:
 
 
 _WORKER = None
+_UNAVAILABLE = None
 
 
 def stax_or_skip():
-    """The stand-in ``stax`` backed by a (shared) worker; skips when the peer is not importable."""
-    global _WORKER
-    if _WORKER is None:
+    """The stand-in ``stax`` backed by a (shared) worker; skips when the peer is not importable (found out once
+    per test run)."""
+    global _WORKER, _UNAVAILABLE
+    if _WORKER is None and _UNAVAILABLE is None:
         if not os.path.isfile(os.path.join(PEERS, "nt_shim.py")):
-            pytest.skip("no neural-tangents import shim at ../shared/peers")
-        w = Worker()
-        status, why = w.start()
-        if status != "ready":
-            w.stop()
-            pytest.skip(f"neural-tangents not importable: {why}")
-        _WORKER = w
+            _UNAVAILABLE = "no neural-tangents import shim at ../shared/peers"
+        else:
+            w = Worker()
+            try:
+                status, why = w.start()
+            except EOFError:                  # the worker died before it could say (e.g. a crash on import)
+                w.proc.wait()
+                status, why = "unavailable", w.proc.stderr.read().decode(errors="replace")[-500:]
+            if status == "ready":
+                _WORKER = w
+                atexit.register(w.stop)
+            else:
+                w.stop()
+                _UNAVAILABLE = f"neural-tangents not importable: {why}"
+    if _UNAVAILABLE is not None:
+        pytest.skip(_UNAVAILABLE)
     return Stax(_WORKER)
 
 
