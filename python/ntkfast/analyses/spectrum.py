@@ -283,14 +283,9 @@ def theory_decay(name, p):
     return float(p) if name in ("kappa0", "ntk") else float(p + 2)
 
 
-def fit_decay(k, mu, *, kmin=20, kmax=None, parity="even", floor=None, offset=0.0):
-    """Least-squares fit of log mu_k = log C - a log(k + offset) on the chosen ks; returns (a, C).
-
-    k, mu : arrays (K,) (mu_k > 0 where used). parity : 'even', 'odd' or 'all'. floor : optional array (K,);
-    eigenvalues below 100 x floor are left out (rounding noise). offset : 0 fits k^-a; (p - 2)/2 (the
-    Gegenbauer index, used by :func:`spectrum_table`) fits the same asymptotic exponent with a far smaller
-    pre-asymptotic bias (at p = 10: local exponents 10.13, 10.04 at k = 20, 40 instead of 8.9, 9.4).
-    Raises ValueError with fewer than 3 points."""
+def _fit_points(k, mu, kmin, kmax, parity, floor, need, who):
+    """(k, mu as float64, the boolean selection) of the eigenvalues a fit uses: kmin <= k <= kmax (k >= 1),
+    mu > 0, of the parity, and above 100 x floor; ValueError when fewer than ``need`` remain."""
     k = np.asarray(k)
     mu = np.asarray(mu, dtype=np.float64)
     if k.shape != mu.shape or k.ndim != 1:
@@ -303,8 +298,20 @@ def fit_decay(k, mu, *, kmin=20, kmax=None, parity="even", floor=None, offset=0.
         sel &= (k % 2) == (0 if parity == "even" else 1)
     if floor is not None:
         sel &= mu > 100.0 * np.asarray(floor)
-    if sel.sum() < 3:
-        raise ValueError(f"fit_decay needs at least 3 eigenvalues above the floor in the range; got {sel.sum()}")
+    if sel.sum() < need:
+        raise ValueError(f"{who} needs at least {need} eigenvalues above the floor in the range; got {sel.sum()}")
+    return k, mu, sel
+
+
+def fit_decay(k, mu, *, kmin=20, kmax=None, parity="even", floor=None, offset=0.0):
+    """Least-squares fit of log mu_k = log C - a log(k + offset) on the chosen ks; returns (a, C).
+
+    k, mu : arrays (K,) (mu_k > 0 where used). parity : 'even', 'odd' or 'all'. floor : optional array (K,);
+    eigenvalues below 100 x floor are left out (rounding noise). offset : 0 fits k^-a; (p - 2)/2 (the
+    Gegenbauer index, used by :func:`spectrum_table`) fits the same asymptotic exponent with a far smaller
+    pre-asymptotic bias (at p = 10: local exponents 10.13, 10.04 at k = 20, 40 instead of 8.9, 9.4).
+    Raises ValueError with fewer than 3 points."""
+    k, mu, sel = _fit_points(k, mu, kmin, kmax, parity, floor, 3, "fit_decay")
     A = np.stack([np.ones(sel.sum()), -np.log(k[sel] + float(offset))], axis=1)
     (logc, a), *_ = np.linalg.lstsq(A, np.log(mu[sel]), rcond=None)
     return float(a), float(np.exp(logc))
@@ -630,20 +637,7 @@ def fit_geometric(k, mu, *, kmin=10, kmax=None, parity="all", floor=None, offset
     """Least-squares fit of log mu_k = log C + b log(k + offset) - k log r on the chosen ks (as in
     :func:`fit_decay`); returns (r, b, C). r = 1 (to the fit's accuracy) for a power law mu_k ~ k^b; r > 1
     for geometric decay. Raises ValueError with fewer than 4 points."""
-    k = np.asarray(k)
-    mu = np.asarray(mu, dtype=np.float64)
-    if k.shape != mu.shape or k.ndim != 1:
-        raise ValueError(f"k and mu must be 1-d arrays of one length; got shapes {k.shape} and {mu.shape}")
-    check_choice(parity, "parity", ("even", "odd", "all"))
-    sel = (k >= max(kmin, 1)) & (mu > 0)
-    if kmax is not None:
-        sel &= k <= kmax
-    if parity != "all":
-        sel &= (k % 2) == (0 if parity == "even" else 1)
-    if floor is not None:
-        sel &= mu > 100.0 * np.asarray(floor)
-    if sel.sum() < 4:
-        raise ValueError(f"fit_geometric needs at least 4 eigenvalues above the floor in the range; got {sel.sum()}")
+    k, mu, sel = _fit_points(k, mu, kmin, kmax, parity, floor, 4, "fit_geometric")
     A = np.stack([np.ones(sel.sum()), np.log(k[sel] + float(offset)), -k[sel].astype(np.float64)], axis=1)
     (logc, b, logr), *_ = np.linalg.lstsq(A, np.log(mu[sel]), rcond=None)
     return float(np.exp(logr)), float(b), float(np.exp(logc))

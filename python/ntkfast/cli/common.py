@@ -35,6 +35,22 @@ def add_data_args(p):
                    help="per-image normalization (default center_scale)")
 
 
+def add_png_out_arg(p, default):
+    """--out: the PNG of an analysis' plot, checked before any work (``check_out_option``)."""
+    p.add_argument("--out", default=default, help=f"PNG path of the plot (default {default}); checked before any "
+                                                  "work")
+
+
+def add_analysis_args(p, png):
+    """The options an analysis of the kernels ends with: --seed, --device, --dtype (float64 by default),
+    --out (the plot) and --progress."""
+    p.add_argument("--seed", type=int, default=0)
+    add_device_arg(p)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="default float64")
+    add_png_out_arg(p, png)
+    p.add_argument("--progress", action="store_true", help="show a progress bar (on stderr)")
+
+
 def add_compute_args(p, progress=True):
     add_device_arg(p)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..analyses.plots import plot_smoothness
 from ..analyses.smoothness import smoothness_experiment, smoothness_table
-from .common import add_device_arg
+from .common import add_analysis_args
 
 
 def _default_inputs(data=None, dim=32, seed=0, image=True):
@@ -42,12 +42,7 @@ def register_cli(sub):
     p.add_argument("--dmin", type=float, default=1e-5, help="smallest delta used in the slope fits (default 1e-5)")
     p.add_argument("--dmax", type=float, default=1e-3, help="largest delta used in the slope fits (default 1e-3)")
     p.add_argument("--n-dirs", type=int, default=2, help="random directions per delta (default 2)")
-    p.add_argument("--seed", type=int, default=0)
-    add_device_arg(p)
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="default float64")
-    p.add_argument("--out", default="smoothness.png", help="PNG path of the plot (default smoothness.png); "
-                                                           "checked before any work")
-    p.add_argument("--progress", action="store_true", help="show a progress bar (on stderr)")
+    add_analysis_args(p, "smoothness.png")
     p.set_defaults(func=_cli)
 
 

@@ -7,7 +7,7 @@ from ..analyses.plots import plot_activation_spectrum, plot_spectrum
 from ..analyses.spectrum import (ACTIVATION_NAMES, activation_spectrum, activation_table, format_activation_table,
                                 format_table, parse_activations, spectrum, spectrum_table)
 from ..validation import check_int
-from .common import add_device_arg
+from .common import add_device_arg, add_png_out_arg
 
 
 def register_cli(sub):
@@ -19,8 +19,7 @@ def register_cli(sub):
     p.add_argument("--kmax", type=int, default=200, help="largest degree k (default 200)")
     p.add_argument("--kmin", type=int, default=None, help="smallest k in the decay fits (default kmax/10, >= 10)")
     p.add_argument("--depth", type=int, default=3, help="depth of the deeper fc NTK/NNGP shown (default 3)")
-    p.add_argument("--out", default="spectrum.png", help="PNG path of the plot (default spectrum.png); checked "
-                                                         "before any work")
+    add_png_out_arg(p, "spectrum.png")
     p.add_argument("--activation", default=None,
                    help="comma-separated activations among " + ", ".join(ACTIVATION_NAMES) + " (relu2 = "
                         "RectifiedMonomial(2), leaky = LeakyRelu(0.1)): show instead the two-layer kernel of "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..analyses.plots import plot_fig1
 from ..analyses.stability import fig1, fig1_table, to_mnist_size
-from .common import add_device_arg
+from .common import add_analysis_args
 
 
 def register_cli(sub):
@@ -26,12 +26,7 @@ def register_cli(sub):
     p.add_argument("--max-shift", type=int, default=2, help="largest translation per axis, pixels (default 2)")
     p.add_argument("--normalize", choices=("none", "center_scale"), default="center_scale",
                    help="per-image preprocessing after each transformation (default center_scale)")
-    p.add_argument("--seed", type=int, default=0)
-    add_device_arg(p)
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="default float64")
-    p.add_argument("--out", default="stability.png", help="PNG path of the plot (default stability.png); checked "
-                                                          "before any work")
-    p.add_argument("--progress", action="store_true", help="show a progress bar (on stderr)")
+    add_analysis_args(p, "stability.png")
     p.set_defaults(func=_cli)
 
 

@@ -46,19 +46,11 @@ def gram_diag(X, *, arch, kind=None, device="auto", dtype="float32", threads=Non
 
 def gram_pairs(X, Y, *, arch, kind=None, device="auto", dtype="float32", threads=None, layout=None,
                progress=False):
-    """K(x_i, y_i) for the matched rows of X and Y (both (N, ...)), in N pair evaluations.
+    """K(x_i, y_i) for the matched rows of X and Y, in N pair evaluations.
 
-    Parameters
-    ----------
-    X, Y : arrays of the same shape: (N, H, W, C) images (NHWC; (N, H, W) for one channel), or (N, D).
-    arch, kind, device, dtype, layout : as :func:`ntkfast.gram`.
-    threads : CPU threads (default: OpenMP's default, all cores).
-    progress : False (default), True or a label (str): a tqdm bar over pairs on stderr.
-
-    Returns
-    -------
-    ``Kernels(nngp, ntk)`` of (N,) arrays of ``dtype`` (numpy, on the host), or one (N,) array for ``kind``.
-    Bitwise equal to the diagonal of ``gram(X, Y, ...)`` with the same device and dtype.
+    X and Y have the same shape, (N, H, W, C) / (N, H, W) images or (N, D) vectors; every other argument and
+    the return value are as in :func:`gram_diag`, and the result is bitwise the diagonal of
+    ``gram(X, Y, ...)`` with the same device and dtype.
     """
     if Y is None:
         raise TypeError("Y must be an array of the same shape as X; got None (for K(x_i, x_i) use gram_diag)")
