@@ -461,12 +461,31 @@ Retry choose_retry(Shrink& s, const Geometry& g, int64_t scratch_bytes, int64_t 
   return Retry::None;
 }
 
-// ---- self data -------------------------------------------------------------------------------------------
+// ---- runs over items (images, pairs) in chunks ----------------------------------------------------------
 
+// The launch arguments every run shares: an nx x ny grid of items of this geometry, with its scratch.
 template <class T>
-void self_data_run(const DeviceInfo& dev, int device, const ProgBlob<T>& blob, const Program& P, const T* X, int64_t n,
-                   T* out, const RunOptions& opt) {
-  const int64_t isz = P.input_size(), ssz = P.self_size;
+LaunchArgs<T> grid_args(const Geometry& g, T* scratch, int64_t nx, int64_t ny, int64_t isz, int64_t ssz) {
+  LaunchArgs<T> a{};
+  a.nx = nx;
+  a.ny = ny;
+  a.isz = isz;
+  a.ssz = ssz;
+  a.scratch = scratch;
+  a.scratch_per_warp = g.scratch_per_warp;
+  a.store = g.store;
+  return a;
+}
+
+// n independent items (a self-data image, a pair) in chunks sized for the device: the program uploaded once,
+// a chunk shrunk (fewer warps, then fewer items) when the device runs out of memory, progress and
+// cancellation between chunks. `body(g, grid, done, chunk, cs, go)` uploads `chunk` items from `done` on,
+// allocates the scratch, sets the shared launch arguments with `grid(a, scratch)` and its own, launches with
+// `go(a)` and copies the results back; `item_bytes` is the device memory one item needs; `label` names the
+// items of a launch (in fault messages), `one` one item (in out-of-memory messages).
+template <class T, class Body>
+void run_chunks(const DeviceInfo& dev, int device, const ProgBlob<T>& blob, const Program& P, int kind, int64_t n,
+                int64_t item_bytes, const char* label, const char* one, const RunOptions& opt, Body body) {
   Stream stream;
   const cudaStream_t cs = stream.get();
   DevBuf<unsigned char> prog = upload(blob.bytes().data(), blob.bytes().size(), cs);
@@ -475,39 +494,28 @@ void self_data_run(const DeviceInfo& dev, int device, const ProgBlob<T>& blob, c
   lim.max_teams = teams_cap();
   int64_t done = 0;
   while (done < n) {
-    const Geometry g = plan_launch(dev, blob.meta(), kSelf, n - done, lim.max_teams);
+    const Geometry g = plan_launch(dev, blob.meta(), kind, n - done, lim.max_teams);
     const int64_t tuned = g_band_pairs.load(std::memory_order_relaxed);
     const int64_t chunk = std::min<int64_t>(
         {n - done, lim.band_pairs, tuned > 0 ? tuned : std::max<int64_t>(g.teams() * 16, 4096)});
     try {
-      DevBuf<T> dx = upload(X + done * isz, static_cast<size_t>(chunk * isz), cs);
-      DevBuf<T> dout(static_cast<size_t>(chunk * ssz));
-      DevBuf<T> scratch(static_cast<size_t>(g.scratch_per_warp * g.teams()));
-      LaunchArgs<T> a{};
-      a.X = dx.get();
-      a.self_out = dout.get();
-      a.nx = a.ny = chunk;
-      a.q0 = 0;
-      a.q1 = chunk;
-      a.isz = isz;
-      a.ssz = ssz;
-      a.scratch = scratch.get();
-      a.scratch_per_warp = g.scratch_per_warp;
-      a.store = g.store;
-      a.self = 1;
-      launch(g, view, a, cs, device,
-             "self data of images [" + std::to_string(done) + ", " + std::to_string(done + chunk) + ")");
-      NTKFAST_CUDA_CHECK(cudaMemcpyAsync(out + done * ssz, dout.get(), static_cast<size_t>(chunk * ssz) * sizeof(T),
-                                         cudaMemcpyDeviceToHost, cs));
+      auto grid = [&](LaunchArgs<T>& a, DevBuf<T>& scratch) {
+        a = grid_args(g, scratch.get(), chunk, chunk, P.input_size(), P.self_size);
+        a.q0 = 0;
+        a.q1 = chunk;
+      };
+      body(g, grid, done, chunk, cs, [&](const LaunchArgs<T>& a) {
+        launch(g, view, a, cs, device,
+               std::string(label) + " [" + std::to_string(done) + ", " + std::to_string(done + chunk) + ")");
+      });
       NTKFAST_CUDA_CHECK(cudaStreamSynchronize(cs));
       if (t_log) t_log->completed_through(t_log->next - 1);
     } catch (const CudaError& e) {
       if (!is_oom(e)) throw;
       const int64_t scratch_b = g.scratch_per_warp * g.teams() * static_cast<int64_t>(sizeof(T));
-      if (choose_retry(lim, g, scratch_b, chunk * (isz + ssz) * static_cast<int64_t>(sizeof(T)), chunk, 0, false) ==
-          Retry::None)
-        throw DeviceOutOfMemory("CUDA backend: out of device memory for the self data of one image with one warp (" +
-                                std::string(e.what()) + ")");
+      if (choose_retry(lim, g, scratch_b, chunk * item_bytes, chunk, 0, false) == Retry::None)
+        throw DeviceOutOfMemory(std::string("CUDA backend: out of device memory for ") + one + " with one warp (" +
+                                e.what() + ")");
       continue;
     }
     done += chunk;
@@ -516,71 +524,65 @@ void self_data_run(const DeviceInfo& dev, int device, const ProgBlob<T>& blob, c
   }
 }
 
+template <class T>
+void self_data_run(const DeviceInfo& dev, int device, const ProgBlob<T>& blob, const Program& P, const T* X, int64_t n,
+                   T* out, const RunOptions& opt) {
+  const int64_t isz = P.input_size(), ssz = P.self_size;
+  const int64_t item_bytes = (isz + ssz) * static_cast<int64_t>(sizeof(T));
+  run_chunks<T>(dev, device, blob, P, kSelf, n, item_bytes, "self data of images", "the self data of one image", opt,
+                [&](const Geometry& g, auto& grid, int64_t done, int64_t chunk, cudaStream_t cs, auto go) {
+                  DevBuf<T> dx = upload(X + done * isz, static_cast<size_t>(chunk * isz), cs);
+                  DevBuf<T> dout(static_cast<size_t>(chunk * ssz));
+                  DevBuf<T> scratch(static_cast<size_t>(g.scratch_per_warp * g.teams()));
+                  LaunchArgs<T> a;
+                  grid(a, scratch);
+                  a.X = dx.get();
+                  a.self_out = dout.get();
+                  a.self = 1;
+                  go(a);
+                  NTKFAST_CUDA_CHECK(cudaMemcpyAsync(out + done * ssz, dout.get(),
+                                                     static_cast<size_t>(chunk * ssz) * sizeof(T),
+                                                     cudaMemcpyDeviceToHost, cs));
+                  NTKFAST_CUDA_CHECK(cudaStreamSynchronize(cs));   // before the buffers go
+                });
+}
+
 // ---- pairs (X[i], Y[i]) ----------------------------------------------------------------------------------
 
 template <class T>
 void pairs_run(const DeviceInfo& dev, int device, const ProgBlob<T>& blob, const Program& P, const PairArgs<T>& p,
                const RunOptions& opt) {
-  const int64_t isz = P.input_size(), ssz = P.self_size, n = p.n;
+  const int64_t isz = P.input_size(), ssz = P.self_size;
   const bool same = p.Y == p.X;
-  Stream stream;
-  const cudaStream_t cs = stream.get();
-  DevBuf<unsigned char> prog = upload(blob.bytes().data(), blob.bytes().size(), cs);
-  const ProgView<T> view = blob.view(prog.get());
-  Shrink lim;
-  lim.max_teams = teams_cap();
-  int64_t done = 0;
-  while (done < n) {
-    const Geometry g = plan_launch(dev, blob.meta(), kPair, n - done, lim.max_teams);
-    const int64_t tuned = g_band_pairs.load(std::memory_order_relaxed);
-    const int64_t chunk = std::min<int64_t>(
-        {n - done, lim.band_pairs, tuned > 0 ? tuned : std::max<int64_t>(g.teams() * 16, 4096)});
-    try {
-      DevBuf<T> dx = upload(p.X + done * isz, static_cast<size_t>(chunk * isz), cs);
-      DevBuf<T> dsx = upload(p.self_x + done * ssz, static_cast<size_t>(chunk * ssz), cs);
-      DevBuf<T> dy = same ? DevBuf<T>() : upload(p.Y + done * isz, static_cast<size_t>(chunk * isz), cs);
-      DevBuf<T> dsy = same ? DevBuf<T>() : upload(p.self_y + done * ssz, static_cast<size_t>(chunk * ssz), cs);
-      DevBuf<T> ds(p.nngp ? static_cast<size_t>(chunk) : 0), dt(p.ntk ? static_cast<size_t>(chunk) : 0);
-      DevBuf<T> scratch(static_cast<size_t>(g.scratch_per_warp * g.teams()));
-      LaunchArgs<T> a{};
-      a.X = dx.get();
-      a.Y = same ? dx.get() : dy.get();
-      a.SX = dsx.get();
-      a.SY = same ? dsx.get() : dsy.get();
-      a.out_s = ds.get();
-      a.out_t = dt.get();
-      a.nx = a.ny = chunk;
-      a.q0 = 0;
-      a.q1 = chunk;
-      a.isz = isz;
-      a.ssz = ssz;
-      a.scratch = scratch.get();
-      a.scratch_per_warp = g.scratch_per_warp;
-      a.store = g.store;
-      a.paired = 1;
-      launch(g, view, a, cs, device,
-             "pairs [" + std::to_string(done) + ", " + std::to_string(done + chunk) + ")");
-      if (p.nngp)
-        NTKFAST_CUDA_CHECK(cudaMemcpyAsync(p.nngp + done, ds.get(), static_cast<size_t>(chunk) * sizeof(T),
-                                           cudaMemcpyDeviceToHost, cs));
-      if (p.ntk)
-        NTKFAST_CUDA_CHECK(cudaMemcpyAsync(p.ntk + done, dt.get(), static_cast<size_t>(chunk) * sizeof(T),
-                                           cudaMemcpyDeviceToHost, cs));
-      NTKFAST_CUDA_CHECK(cudaStreamSynchronize(cs));
-      if (t_log) t_log->completed_through(t_log->next - 1);
-    } catch (const CudaError& e) {
-      if (!is_oom(e)) throw;
-      const int64_t scratch_b = g.scratch_per_warp * g.teams() * static_cast<int64_t>(sizeof(T));
-      if (choose_retry(lim, g, scratch_b, 2 * chunk * (isz + ssz + 2) * static_cast<int64_t>(sizeof(T)), chunk, 0,
-                       false) == Retry::None)
-        throw DeviceOutOfMemory("CUDA backend: out of device memory for one pair with one warp (" +
-                                std::string(e.what()) + ")");
-      continue;
-    }
-    done += chunk;
-    add_progress(opt, chunk);
-    if (done < n && cancelled(opt)) throw Cancelled();
-  }
+  const int64_t item_bytes = 2 * (isz + ssz + 2) * static_cast<int64_t>(sizeof(T));
+  run_chunks<T>(dev, device, blob, P, kPair, p.n, item_bytes, "pairs", "one pair", opt,
+                [&](const Geometry& g, auto& grid, int64_t done, int64_t chunk, cudaStream_t cs, auto go) {
+                  DevBuf<T> dx = upload(p.X + done * isz, static_cast<size_t>(chunk * isz), cs);
+                  DevBuf<T> dsx = upload(p.self_x + done * ssz, static_cast<size_t>(chunk * ssz), cs);
+                  DevBuf<T> dy = same ? DevBuf<T>() : upload(p.Y + done * isz, static_cast<size_t>(chunk * isz), cs);
+                  DevBuf<T> dsy =
+                      same ? DevBuf<T>() : upload(p.self_y + done * ssz, static_cast<size_t>(chunk * ssz), cs);
+                  DevBuf<T> ds(p.nngp ? static_cast<size_t>(chunk) : 0), dt(p.ntk ? static_cast<size_t>(chunk) : 0);
+                  DevBuf<T> scratch(static_cast<size_t>(g.scratch_per_warp * g.teams()));
+                  LaunchArgs<T> a;
+                  grid(a, scratch);
+                  a.X = dx.get();
+                  a.Y = same ? dx.get() : dy.get();
+                  a.SX = dsx.get();
+                  a.SY = same ? dsx.get() : dsy.get();
+                  a.out_s = ds.get();
+                  a.out_t = dt.get();
+                  a.paired = 1;
+                  go(a);
+                  T* const host[2] = {p.nngp, p.ntk};
+                  const DevBuf<T>* const dev_out[2] = {&ds, &dt};
+                  for (int k = 0; k < 2; ++k)
+                    if (host[k])
+                      NTKFAST_CUDA_CHECK(cudaMemcpyAsync(host[k] + done, dev_out[k]->get(),
+                                                         static_cast<size_t>(chunk) * sizeof(T),
+                                                         cudaMemcpyDeviceToHost, cs));
+                  NTKFAST_CUDA_CHECK(cudaStreamSynchronize(cs));   // before the buffers go
+                });
 }
 
 // ---- tiles -----------------------------------------------------------------------------------------------
@@ -765,18 +767,11 @@ struct Session<T>::Impl {
       if (o.t) slot_t[k] = DevBuf<T>(static_cast<size_t>(max_rows * ty));
     }
 
-    LaunchArgs<T> a{};
+    LaunchArgs<T> a = grid_args(g, scratch.get(), tx, ty, isz, ssz);
     a.X = dx;
     a.Y = dy;
     a.SX = dsx;
     a.SY = dsy;
-    a.nx = tx;
-    a.ny = ty;
-    a.isz = isz;
-    a.ssz = ssz;
-    a.scratch = scratch.get();
-    a.scratch_per_warp = g.scratch_per_warp;
-    a.store = g.store;
     a.symmetric = sym ? 1 : 0;
 
     std::vector<Event> computed(bands.size()), copied(bands.size());
