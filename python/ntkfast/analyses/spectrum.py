@@ -90,7 +90,17 @@ def _next_angle(theta):
     return 2.0 * np.arcsin(np.sqrt(np.clip(one_minus, 0.0, 2.0) / 2.0))
 
 
-class DotProductKernel:
+class _OfCosine:
+    """A dot-product kernel given by ``at_angle(theta)``, called at cosines t = cos(theta) in [-1, 1]."""
+
+    def __call__(self, t):
+        t = np.asarray(t, dtype=np.float64)
+        if np.any(~np.isfinite(t)) or np.any(np.abs(t) > 1.0 + 1e-12):
+            raise ValueError("t must lie in [-1, 1] (cosines of angles between unit vectors)")
+        return self.at_angle(np.arccos(np.clip(t, -1.0, 1.0)))
+
+
+class DotProductKernel(_OfCosine):
     """A dot-product kernel kappa on the sphere, evaluated accurately as a function of the angle.
 
     ``name``: 'kappa0' (arc-cosine of degree 0), 'kappa1' (arc-cosine of degree 1), 'ntk' or 'nngp' (the NTK
@@ -130,12 +140,6 @@ class DotProductKernel:
             ntk = ntk * k0 + sigma
             theta = _next_angle(theta)
         return ntk if self.name == "ntk" else sigma
-
-    def __call__(self, t):
-        t = np.asarray(t, dtype=np.float64)
-        if np.any(~np.isfinite(t)) or np.any(np.abs(t) > 1.0 + 1e-12):
-            raise ValueError("t must lie in [-1, 1] (cosines of angles between unit vectors)")
-        return self.at_angle(np.arccos(np.clip(t, -1.0, 1.0)))
 
     def value_at_one(self):
         """kappa(1): 1 for kappa0 and kappa1 and the NNGP, depth + 1 for the NTK of fc(depth)."""
@@ -479,7 +483,7 @@ def _rotation(dim, seed):
     return q
 
 
-class ActivationKernel:
+class ActivationKernel(_OfCosine):
     """Two-layer NTK (``kind='ntk'``) or NNGP (``kind='nngp'``) of ``serial(Dense(w_std), act, Dense())`` as a
     dot-product function on the sphere, evaluated by :func:`ntkfast.gram` in float64.
 
@@ -542,12 +546,6 @@ class ActivationKernel:
         v = self._eval(theta)
         w = self._eval(theta, _rotation(5, 12345))
         return v, np.abs(v - w) + 4 * _EPS * np.abs(v)
-
-    def __call__(self, t):
-        t = np.asarray(t, dtype=np.float64)
-        if np.any(~np.isfinite(t)) or np.any(np.abs(t) > 1.0 + 1e-12):
-            raise ValueError("t must lie in [-1, 1] (cosines of angles between unit vectors)")
-        return self.at_angle(np.arccos(np.clip(t, -1.0, 1.0)))
 
     def value_at_one(self):
         """k(1) (the self kernel, from the backend's self recursion)."""

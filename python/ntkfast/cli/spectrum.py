@@ -51,12 +51,7 @@ def _cli(args):
     sp = spectrum(args.p, args.kmax, kernels)
     kmin = args.kmin or max(10, args.kmax // 10)
     print(format_table(spectrum_table(sp, kmin), args.p, kmin, args.kmax))
-    print("first eigenvalues (k = 0..8):")
-    for kd in sp.kernels:
-        print(f"  {kd.label:<22} " + " ".join(f"{m:.3e}" for m in sp.mu[kd.label][:9]))
-    plot_spectrum(sp, args.out)
-    print(f"plot written to {args.out}")
-    return 0
+    return _finish(sp, 22, plot_spectrum, args.out)
 
 
 def _cli_activation(args):
@@ -73,9 +68,14 @@ def _cli_activation(args):
     sp = activation_spectrum(names, args.p, args.kmax, kind=args.kind, w_std=args.w_std, device=args.device)
     rows = activation_table(sp, (lo, hi), kmin)
     print(format_activation_table(rows, args.p, args.kind, args.w_std, (lo, hi), kmin, args.kmax))
+    return _finish(sp, 10, plot_activation_spectrum, args.out)
+
+
+def _finish(sp, width, plot, out):
+    """Print the first eigenvalues of every kernel of ``sp`` and write its plot to ``out``; exit status 0."""
     print("first eigenvalues (k = 0..8):")
     for kd in sp.kernels:
-        print(f"  {kd.label:<10} " + " ".join(f"{m:.3e}" for m in sp.mu[kd.label][:9]))
-    plot_activation_spectrum(sp, args.out)
-    print(f"plot written to {args.out}")
+        print(f"  {kd.label:<{width}} " + " ".join(f"{m:.3e}" for m in sp.mu[kd.label][:9]))
+    plot(sp, out)
+    print(f"plot written to {out}")
     return 0
